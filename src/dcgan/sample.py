@@ -1,0 +1,129 @@
+"""Drawing samples from a trained generator, and the pictures a run leaves behind: grids, GIFs, loss curves."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.utils import make_grid
+
+from dcgan.models import Generator, sample_prior
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] -> uint8 in [0, 255], same shape."""
+    return ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def grid_image(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -> Image.Image:
+    """A grid (as a PIL image) of images in [-1, 1]; square by default."""
+    nrow = nrow or max(1, math.ceil(math.sqrt(images.shape[0])))
+    grid = make_grid(to_uint8(images), nrow=nrow, padding=padding, pad_value=255)
+    array = grid.permute(1, 2, 0).numpy()
+    return Image.fromarray(array[..., 0] if images.shape[1] == 1 else array)
+
+
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid_image(images, nrow).save(path)
+    return path
+
+
+def save_gif(frames: Sequence[str | Path], path: str | Path, ms_per_frame: int = 200) -> Path | None:
+    """An animated GIF of the given image files (e.g. the sample grids of a run), the last frame held longer."""
+    if not frames:
+        return None
+    images = [Image.open(f).convert("RGB") for f in frames]
+    durations = [ms_per_frame] * (len(images) - 1) + [ms_per_frame * 8]
+    path = Path(path)
+    images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0, optimize=False)
+    return path
+
+
+def latents(n: int, nz: int, prior: str, seed: int) -> torch.Tensor:
+    """The n latent vectors for a seed: the i-th is the same whatever n is, so sheets can be extended."""
+    g = torch.Generator().manual_seed(seed)
+    return sample_prior(n, nz, prior, generator=g)
+
+
+@torch.no_grad()
+def generate(generator: Generator, z: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """G(z) in eval mode, in batches, on the generator's device; returns CPU float images in [-1, 1]."""
+    was_training = generator.training
+    generator.eval()
+    device = next(generator.parameters()).device
+    out = [generator(part.to(device)).float().cpu() for part in z.split(batch_size)]
+    generator.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def write_samples(
+    generator: Generator, n: int, out: str | Path, *, seed: int = 0, prior: str = "uniform", nrow: int | None = None
+) -> dict[str, object]:
+    """Write n samples as separate PNGs (`000000.png`, ...), a `grid.png`, their latents `z.npy` and `samples.json`.
+
+    The same seed gives the same images: sample i comes from the i-th latent vector of `latents(seed)`.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    z = latents(n, generator.nz, prior, seed)
+    images = generate(generator, z)
+    pixels = to_uint8(images).permute(0, 2, 3, 1).numpy()
+    for i, array in enumerate(pixels):
+        Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(out / f"{i:06d}.png")
+    save_grid(images, out / "grid.png", nrow)
+    np.save(out / "z.npy", z.numpy(), allow_pickle=False)
+    record = {"n": n, "seed": seed, "prior": prior, "files": [f"{i:06d}.png" for i in range(n)], "grid": "grid.png"}
+    (out / "samples.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def plot_losses(metrics_file: str | Path, path: str | Path) -> Path | None:
+    """A PNG of G's and D's losses and D's outputs against step, from a run's metrics.jsonl."""
+    rows = []
+    for line in Path(metrics_file).read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill
+        if "loss_d" in row:
+            rows.append(row)
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in rows]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    top.plot(steps, [r["loss_d"] for r in rows], label="D loss")
+    top.plot(steps, [r["loss_g"] for r in rows], label="G loss")
+    top.set_ylabel("loss")
+    top.legend()
+    bottom.plot(steps, [r["d_x"] for r in rows], label="D(x)")
+    bottom.plot(steps, [r["d_g_z"] for r in rows], label="D(G(z))")
+    bottom.set_ylim(0, 1)
+    bottom.set_xlabel("step")
+    bottom.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def diversity(fake: torch.Tensor, real: torch.Tensor) -> float:
+    """Mean pairwise pixel distance of generated images over that of real ones: near 0 means mode collapse."""
+
+    def spread(x: torch.Tensor) -> float:
+        flat = x.detach().float().flatten(1)
+        return float(torch.pdist(flat).mean()) if flat.shape[0] > 1 else 0.0
+
+    base = spread(real)
+    return spread(fake) / base if base > 0 else 0.0
