@@ -1,0 +1,64 @@
+"""Shared fixtures: tiny data and tiny trained runs, so every test runs on CPU in seconds."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from dcgan.config import build_config
+from dcgan.data import ImageData
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep the tests' decoded-data cache out of the user's ~/.cache, but share it across the session."""
+    os.environ.setdefault("DCGAN_CACHE", str(tmp_path_factory.mktemp("dcgan-cache")))
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def shapes_data(n: int = 256, size: int = 16, channels: int = 1, seed: int = 0) -> ImageData:
+    """n images of a bright square on a dark background at random places: a tiny learnable data set."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.full((n, channels, size, size), 20, dtype=torch.uint8)
+    side = size // 2
+    xs = torch.randint(0, size - side + 1, (n,), generator=g)
+    ys = torch.randint(0, size - side + 1, (n,), generator=g)
+    for i in range(n):
+        images[i, :, ys[i] : ys[i] + side, xs[i] : xs[i] + side] = 230
+    return ImageData(images, torch.zeros(n, dtype=torch.int64), "shapes", "train", "synthetic")
+
+
+def tiny_config(**overrides: object):  # type: ignore[no-untyped-def]
+    values = dict(
+        data="shapes", image_size=16, channels=1, nz=8, ngf=8, ndf=8, batch_size=32, steps=8,
+        log_every=2, sample_every=4, checkpoint_every=4, precision="fp32", seed=0,
+    )  # fmt: skip
+    values.update(overrides)
+    return build_config(None, **values)
+
+
+def train_tiny(out: Path, **overrides: object) -> Path:
+    from dcgan.train import train
+
+    config = tiny_config(**overrides)
+    data = shapes_data(size=config.image_size, channels=config.channels or 1)
+    train(config, out, data=data, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished 8-step run of a 16x16 one-channel DCGAN (nz=8); its folder holds checkpoints and samples."""
+    return train_tiny(tmp_path_factory.mktemp("tiny-run") / "run")
+
+
+@pytest.fixture(scope="session")
+def tiny_run_rgb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Like tiny_run but 3 channels at 32x32."""
+    return train_tiny(tmp_path_factory.mktemp("tiny-run-rgb") / "run", image_size=32, channels=3)

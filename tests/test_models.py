@@ -1,0 +1,82 @@
+"""The paper's architecture guidelines (section 3), checked on the built modules at every supported size."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from dcgan.models import Discriminator, Generator, num_stages, sample_prior
+
+SIZES = [16, 32, 64, 128, 256]
+
+
+def _modules(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if not isinstance(m, (nn.Sequential,)) and m is not model]
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_generator_shape_and_guidelines(size: int, channels: int) -> None:
+    g = Generator(size, channels, nz=100, ngf=8)
+    z = sample_prior(2, 100, "uniform")
+    out = g(z)
+    assert out.shape == (2, channels, size, size)
+    assert out.min() >= -1 and out.max() <= 1
+    mods = _modules(g)
+    convs = [m for m in mods if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    assert all(isinstance(m, nn.ConvTranspose2d) for m in convs), "G uses fractionally-strided convolutions only"
+    assert len(convs) == num_stages(size) + 1, "the number of layers follows from the size"
+    assert not any(isinstance(m, (nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)) for m in mods)
+    assert [type(m) for m in g.blocks[-1]] == [nn.ConvTranspose2d, nn.Tanh], "no batchnorm on G's output; Tanh"
+    for block in g.blocks[:-1]:
+        assert [type(m) for m in block] == [nn.ConvTranspose2d, nn.BatchNorm2d, nn.ReLU]
+    assert all(c.stride == (2, 2) for c in convs[1:])
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_discriminator_shape_and_guidelines(size: int, channels: int) -> None:
+    d = Discriminator(size, channels, ndf=8)
+    logits = d(torch.randn(3, channels, size, size))
+    assert logits.shape == (3,), "D returns one logit per image"
+    mods = _modules(d)
+    assert not any(isinstance(m, (nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)) for m in mods)
+    assert not any(isinstance(m, nn.ConvTranspose2d) for m in mods)
+    assert [type(m) for m in d.blocks[0]] == [nn.Conv2d, nn.LeakyReLU], "no batchnorm on D's input layer"
+    for block in d.blocks[1:]:
+        assert [type(m) for m in block] == [nn.Conv2d, nn.BatchNorm2d, nn.LeakyReLU]
+    assert all(m.negative_slope == 0.2 for m in mods if isinstance(m, nn.LeakyReLU))
+    assert all(b[0].stride == (2, 2) for b in d.blocks), "downsampling by strided convolution, not pooling"
+    assert [f.shape[-1] for f in d.features(torch.randn(1, channels, size, size))][-1] == 4
+
+
+def test_paper_widths_at_64() -> None:
+    g = Generator(64, 3, nz=100, ngf=128)
+    widths = [b[0].out_channels for b in g.blocks]
+    assert widths == [1024, 512, 256, 128, 3], "the paper's LSUN generator: 1024 channels at 4x4"
+
+
+def test_weights_follow_the_paper_init() -> None:
+    torch.manual_seed(0)
+    g, d = Generator(64, 3, ngf=64), Discriminator(64, 3, ndf=64)
+    for model in (g, d):
+        w = torch.cat([m.weight.flatten() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))])
+        assert abs(w.mean().item()) < 1e-3
+        assert w.std().item() == pytest.approx(0.02, rel=0.02)
+
+
+def test_probability_is_sigmoid_of_logits() -> None:
+    d = Discriminator(16, 1, ndf=8).eval()
+    x = torch.randn(4, 1, 16, 16)
+    p = torch.sigmoid(d(x))
+    assert ((p > 0) & (p < 1)).all()
+
+
+@pytest.mark.parametrize("prior", ["uniform", "normal"])
+def test_priors(prior: str) -> None:
+    z = sample_prior(10000, 100, prior, torch.Generator().manual_seed(0))
+    if prior == "uniform":
+        assert z.min() >= -1 and z.max() <= 1 and z.std().item() == pytest.approx(3**-0.5, rel=0.02)
+    else:
+        assert z.std().item() == pytest.approx(1.0, rel=0.02)
