@@ -1,0 +1,202 @@
+"""Data sets load from their official on-disk layouts; bad folders and files give one clear error."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dcgan.data import load_images
+from dcgan.errors import DataError
+from tests.conftest import SHARED_DATA
+
+rng = np.random.default_rng(0)
+
+
+def _write_idx(path: Path, array: np.ndarray, gz: bool = False) -> None:
+    header = struct.pack(">BBBB", 0, 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (gzip.open if gz else open)(path, "wb").write(data)  # type: ignore[operator]
+
+
+def _save_png(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def test_idx_layout_takes_count_from_header(tmp_path: Path) -> None:
+    images = rng.integers(0, 255, (37, 28, 28), dtype=np.uint8)
+    _write_idx(tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte", images)
+    _write_idx(tmp_path / "MNIST" / "raw" / "train-labels-idx1-ubyte", np.arange(37) % 10)
+    data = load_images("mnist", root=tmp_path, image_size=32, use_cache=False)
+    assert data.images.shape == (37, 1, 32, 32) and data.labels is not None and data.labels[3] == 3
+
+
+def test_gzipped_idx_like_debian_fashion_mnist(tmp_path: Path) -> None:
+    _write_idx(tmp_path / "fashion-mnist" / "t10k-images-idx3-ubyte.gz", np.zeros((5, 28, 28)), gz=True)
+    data = load_images("fashion-mnist", root=tmp_path, split="test", image_size=16, use_cache=False)
+    assert data.images.shape == (5, 1, 16, 16)
+
+
+def test_truncated_idx_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    _write_idx(path, np.zeros((10, 28, 28)))
+    path.write_bytes(path.read_bytes()[:2000])
+    with pytest.raises(DataError, match="truncated"):
+        load_images("mnist", root=tmp_path, image_size=32, use_cache=False)
+
+
+def test_cifar_batches(tmp_path: Path) -> None:
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for i in range(1, 6):
+        batch = {"data": rng.integers(0, 255, (4, 3072), dtype=np.uint8), "labels": [i] * 4, "filenames": ["x"] * 4}
+        (folder / f"data_batch_{i}").write_bytes(pickle.dumps(batch))
+    data = load_images("cifar10", root=tmp_path, image_size=32, use_cache=False)
+    assert data.images.shape == (20, 3, 32, 32) and data.labels is not None and data.labels.tolist()[-1] == 5
+    gray = load_images("cifar10", root=tmp_path, image_size=16, channels=1, use_cache=False)
+    assert gray.images.shape == (20, 1, 16, 16)
+
+
+def test_cifar_pickle_that_runs_code_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):  # type: ignore[no-untyped-def]
+            return (Path.touch, (marker,))
+
+    (folder / "data_batch_1").write_bytes(pickle.dumps({"data": Exploit(), "labels": []}))
+    with pytest.raises(DataError, match="Refusing"):
+        load_images("cifar10", root=tmp_path, image_size=32, use_cache=False)
+    assert not marker.exists()
+
+
+def test_svhn_mat(tmp_path: Path) -> None:
+    from scipy.io import savemat
+
+    x = rng.integers(0, 255, (32, 32, 3, 6), dtype=np.uint8)
+    savemat(tmp_path / "train_32x32.mat", {"X": x, "y": np.array([[10], [1], [2], [3], [4], [5]])})
+    data = load_images("svhn", root=tmp_path, image_size=32, use_cache=False)
+    assert data.images.shape == (6, 3, 32, 32)
+    assert data.labels is not None and data.labels.tolist() == [0, 1, 2, 3, 4, 5], "SVHN's label 10 means digit 0"
+    assert np.array_equal(data.images[2].permute(1, 2, 0).numpy(), x[..., 2])
+
+
+def test_celeba_layout_with_official_partition(tmp_path: Path) -> None:
+    folder = tmp_path / "celeba" / "img_align_celeba"
+    for i in range(6):
+        _save_png(folder / f"{i:06d}.jpg", rng.integers(0, 255, (218, 178, 3), dtype=np.uint8))
+    (tmp_path / "celeba" / "list_eval_partition.txt").write_text(
+        "\n".join(f"{i:06d}.jpg {0 if i < 4 else 2}" for i in range(6))
+    )
+    train = load_images("celeba", root=tmp_path, image_size=64, use_cache=False)
+    test = load_images("celeba", root=tmp_path, image_size=64, split="test", use_cache=False)
+    assert train.images.shape == (4, 3, 64, 64) and test.images.shape == (2, 3, 64, 64)
+
+
+def test_lsun_lmdb(tmp_path: Path) -> None:
+    import lmdb
+
+    env = lmdb.open(str(tmp_path / "bedroom_train_lmdb"), map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        for i in range(5):
+            buf = io.BytesIO()
+            Image.fromarray(rng.integers(0, 255, (80, 100, 3), dtype=np.uint8)).save(buf, format="WEBP")
+            txn.put(f"key{i}".encode(), buf.getvalue())
+        txn.put(b"broken", b"not an image")
+    env.close()
+    data = load_images("lsun:bedroom", root=tmp_path, image_size=32, use_cache=False)
+    assert data.images.shape == (5, 3, 32, 32) and data.skipped == ["broken"]
+
+
+def test_folder_is_recursive_and_skips_undecodable_files(tmp_path: Path) -> None:
+    _save_png(tmp_path / "a" / "one.png", rng.integers(0, 255, (40, 60, 3), dtype=np.uint8))
+    _save_png(tmp_path / "a" / "b" / "two.png", rng.integers(0, 255, (64, 64), dtype=np.uint8))
+    Image.fromarray(rng.integers(0, 255, (50, 50, 3), dtype=np.uint8)).save(tmp_path / "three.jpg")
+    (tmp_path / "corrupt.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    good = (tmp_path / "three.jpg").read_bytes()
+    (tmp_path / "truncated.jpg").write_bytes(good[: len(good) // 3])
+    (tmp_path / "notes.txt").write_text("not an image, not counted")
+    data = load_images(str(tmp_path), image_size=32, use_cache=False)
+    assert data.images.shape[1:] == (3, 32, 32)
+    assert len(data) + len(data.skipped) == 5
+    assert any("corrupt.jpg" in s for s in data.skipped)
+
+
+def test_folder_centre_crops_to_square(tmp_path: Path) -> None:
+    wide = np.zeros((20, 60, 3), dtype=np.uint8)
+    wide[:, 20:40] = 255  # a white band in the centre third
+    _save_png(tmp_path / "wide.png", wide)
+    data = load_images(str(tmp_path), image_size=16, use_cache=False)
+    assert data.images.float().mean() > 200, "centre crop keeps the middle of a wide image"
+
+
+def test_text_file_lists_images(tmp_path: Path) -> None:
+    for i in range(3):
+        _save_png(tmp_path / f"{i}.png", np.full((16, 16, 3), i * 50, dtype=np.uint8))
+    (tmp_path / "list.txt").write_text("0.png\n2.png\n")
+    assert len(load_images(str(tmp_path / "list.txt"), image_size=16, use_cache=False)) == 2
+
+
+def test_cache_returns_the_same_images(tmp_path: Path) -> None:
+    _save_png(tmp_path / "x.png", rng.integers(0, 255, (30, 30, 3), dtype=np.uint8))
+    first = load_images(str(tmp_path), image_size=16)
+    second = load_images(str(tmp_path), image_size=16)
+    assert np.array_equal(first.images.numpy(), second.images.numpy())
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ("does-not-exist", "neither a data set name"),
+        ("mnist", "looked for"),
+        ("svhn", "--download"),
+        ("lsun:", "needs a category"),
+    ],
+)
+def test_missing_data_says_where_it_looked(tmp_path: Path, data: str, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        load_images(data, root=tmp_path / "empty", image_size=32, use_cache=False)
+
+
+def test_empty_folder(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no image files"):
+        load_images(str(tmp_path), image_size=32, use_cache=False)
+
+
+def test_folder_of_only_broken_images(tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(b"nope")
+    with pytest.raises(DataError, match="could be decoded"):
+        load_images(str(tmp_path), image_size=32, use_cache=False)
+
+
+def test_embedded_default_is_5000_digits() -> None:
+    data = load_images("mnist5k", image_size=32)
+    assert data.images.shape == (5000, 1, 32, 32) and data.labels is not None
+    assert sorted(set(data.labels.tolist())) == list(range(10))
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "mnist").exists(), reason="../shared/data/mnist is not here")
+def test_shared_mnist_and_cifar_load() -> None:
+    mnist = load_images("mnist", root=SHARED_DATA / "mnist", image_size=32)
+    assert mnist.images.shape == (10000, 1, 32, 32)
+    test = load_images("mnist", root=SHARED_DATA / "mnist", image_size=32, split="test")
+    assert len(test) == 10000
+    cifar = load_images("cifar10", root=SHARED_DATA / "cifar10", image_size=32)
+    assert cifar.images.shape == (50000, 3, 32, 32)
+
+
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").exists(), reason="dataset-fashion-mnist missing")
+def test_debian_fashion_mnist_found_without_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no ./data here: only Debian's location can satisfy it
+    data = load_images("fashion-mnist", image_size=32)
+    assert data.images.shape == (60000, 1, 32, 32)
