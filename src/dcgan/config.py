@@ -133,10 +133,20 @@ PRESETS: dict[str, Preset] = {
     ),
     "mnist32": Preset("MNIST at 32x32 (paper section 4).", {"data": "mnist", "image_size": 32, "epochs": 5}),
     "fashion32": Preset("Fashion-MNIST at 32x32.", {"data": "fashion-mnist", "image_size": 32, "epochs": 5}),
-    "cifar32": Preset("CIFAR-10 train images at 32x32 (paper section 5.1).", {"data": "cifar10", "image_size": 32, "epochs": 15}),
-    "svhn32": Preset("SVHN train images at 32x32 (paper section 5.2).", {"data": "svhn", "image_size": 32, "epochs": 10}),
-    "imagenet32": Preset("ImageNet-1k, min-resized centre crops at 32x32 (paper section 4.3).", {"data": "imagenet", "image_size": 32, "epochs": 1}),
-    "celeba64": Preset("CelebA faces at 64x64 (paper section 4.2 used scraped faces).", {"data": "celeba", "image_size": 64, "epochs": 5}),
+    "cifar32": Preset(
+        "CIFAR-10 train images at 32x32 (paper section 5.1).", {"data": "cifar10", "image_size": 32, "epochs": 15}
+    ),
+    "svhn32": Preset(
+        "SVHN train images at 32x32 (paper section 5.2).", {"data": "svhn", "image_size": 32, "epochs": 10}
+    ),
+    "imagenet32": Preset(
+        "ImageNet-1k, min-resized centre crops at 32x32 (paper section 4.3).",
+        {"data": "imagenet", "image_size": 32, "epochs": 1},
+    ),
+    "celeba64": Preset(
+        "CelebA faces at 64x64 (paper section 4.2 used scraped faces).",
+        {"data": "celeba", "image_size": 64, "epochs": 5},
+    ),
     "faces64": Preset(
         "Any folder of faces at 64x64 (e.g. ../shared/data/faces/utkface64); give --data PATH.",
         {"image_size": 64, "epochs": 25, "sample_every": 200},

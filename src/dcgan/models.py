@@ -6,6 +6,7 @@ feature probes) can address a layer by its index: `G.blocks[i]` and `D.blocks[i]
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -52,7 +53,7 @@ class Generator(nn.Module):
         self.image_size, self.channels, self.nz, self.ngf = image_size, channels, nz, ngf
         widths = [ngf * m for m in _multipliers(image_size)]
         layers: list[nn.Module] = [_g_block(nz, widths[0], first=True)]
-        layers += [_g_block(a, b, first=False) for a, b in zip(widths, widths[1:])]
+        layers += [_g_block(a, b, first=False) for a, b in itertools.pairwise(widths)]
         layers.append(Block(nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1, bias=True), nn.Tanh()))
         self.blocks = nn.Sequential(*layers)
         init_weights(self)
@@ -81,7 +82,7 @@ class Discriminator(nn.Module):
         self.image_size, self.channels, self.ndf = image_size, channels, ndf
         widths = [ndf * m for m in reversed(_multipliers(image_size))]
         layers: list[nn.Module] = [_d_block(channels, widths[0], batchnorm=False)]
-        layers += [_d_block(a, b, batchnorm=True) for a, b in zip(widths, widths[1:])]
+        layers += [_d_block(a, b, batchnorm=True) for a, b in itertools.pairwise(widths)]
         self.blocks = nn.Sequential(*layers)
         self.head = nn.Conv2d(widths[-1], 1, 4, 1, 0, bias=True)
         init_weights(self)
@@ -110,7 +111,9 @@ def init_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def sample_prior(n: int, nz: int, prior: str, generator: torch.Generator | None = None, device: str | torch.device = "cpu") -> torch.Tensor:
+def sample_prior(
+    n: int, nz: int, prior: str, generator: torch.Generator | None = None, device: str | torch.device = "cpu"
+) -> torch.Tensor:
     """Draw n latent vectors from the paper's prior: uniform on [-1, 1] or a standard normal."""
     if prior == "uniform":
         return torch.rand(n, nz, generator=generator, device=device) * 2 - 1

@@ -28,7 +28,7 @@ from dcgan import distributed
 from dcgan.config import TrainConfig
 from dcgan.data import ImageData, load_images
 from dcgan.errors import CheckpointError, ConfigError, DataError, DcganError
-from dcgan.models import Discriminator, Generator, sample_prior
+from dcgan.models import sample_prior
 from dcgan.sample import diversity, generate, plot_losses, save_gif, save_grid
 
 #: Below this sample diversity (generated spread / real spread) the run warns of mode collapse.
@@ -64,9 +64,10 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         return precision
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    fast = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)() or getattr(
-        torch.cpu, "_is_avx512_bf16_supported", lambda: False
-    )()
+    fast = (
+        getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+        or getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+    )
     return "bf16" if fast else "fp32"
 
 
@@ -221,6 +222,21 @@ class Trainer:
             raise CheckpointError(f"The checkpoint at {where} lacks a complete training state ({exc}).") from exc
         self.step = int(state["step"])
         self.nan_retries = int(state.get("nan_retries", 0))
+        self._forget_metrics_after(self.step)
+
+    def _forget_metrics_after(self, step: int) -> None:
+        """Drop log rows past the checkpoint being resumed: the run replays those steps exactly."""
+        path = self.out / "metrics.jsonl"
+        if not self.dist.is_main or not path.exists():
+            return
+        keep = []
+        for line in path.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] <= step:
+                    keep.append(line)
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue  # a line cut short by a kill
+        path.write_text("".join(f"{line}\n" for line in keep))
 
     def save_checkpoint(self) -> Path | None:
         """Write `checkpoints/step-XXXXXXXX.pt` (rank 0 only) unless the weights are not finite."""
@@ -305,9 +321,13 @@ class Trainer:
             if not ckpt.list_checkpoints(self.out):
                 self.save_checkpoint()  # step 0: a NaN before the first interval still has a state to roll back to
         writer = self._tensorboard()
-        bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.progress, unit="step", dynamic_ncols=True)
+        bar = tqdm(
+            total=self.total_steps, initial=self.step, disable=not self.progress, unit="step", dynamic_ncols=True
+        )
         if self.progress and self.data.skipped:
-            bar.write(f"Skipped {len(self.data.skipped)} files that could not be decoded (e.g. {self.data.skipped[0]}).")
+            bar.write(
+                f"Skipped {len(self.data.skipped)} files that could not be decoded (e.g. {self.data.skipped[0]})."
+            )
         previous = self._install_signal_handlers()
         stats_sum = torch.zeros(4, device=self.device)
         stats_count, tick, last = 0, time.perf_counter(), None
@@ -390,14 +410,20 @@ class Trainer:
                     writer.add_scalar(f"train/{key}", row[key], self.step)
 
     def _append_metrics(self, row: dict[str, Any]) -> None:
-        with open(self.out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
+        try:
+            with open(self.out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+        except OSError as exc:
+            warnings.warn(f"Could not append to metrics.jsonl ({exc.strerror}); training goes on.", stacklevel=2)
 
     def _write_samples(self, writer: Any) -> None:
         if not self.dist.is_main:
             return
         images = generate(self.G, self.fixed_z.to(self.device))
-        save_grid(images, self.out / "samples" / f"step-{self.step:08d}.png", nrow=8)
+        try:
+            save_grid(images, self.out / "samples" / f"step-{self.step:08d}.png", nrow=8)
+        except OSError as exc:
+            warnings.warn(f"Could not write a sample grid ({exc.strerror}); training goes on.", stacklevel=2)
         real = self.data.images[: images.shape[0]].float() / 127.5 - 1
         score = diversity(images, real)
         self._append_metrics({"step": self.step, "diversity": score})
@@ -413,10 +439,13 @@ class Trainer:
             )
 
     def _write_figures(self) -> None:
-        grids = sorted((self.out / "samples").glob("step-*.png"))
-        save_gif(grids, self.out / "progress.gif")
-        if (self.out / "metrics.jsonl").exists():
-            plot_losses(self.out / "metrics.jsonl", self.out / "losses.png")
+        """The training animation and the loss curves; a failure here (e.g. a full disk) only warns."""
+        try:
+            save_gif(sorted((self.out / "samples").glob("step-*.png")), self.out / "progress.gif")
+            if (self.out / "metrics.jsonl").exists():
+                plot_losses(self.out / "metrics.jsonl", self.out / "losses.png")
+        except OSError as exc:
+            warnings.warn(f"Could not write progress.gif or losses.png ({exc.strerror}).", stacklevel=2)
 
     def _tensorboard(self) -> Any:
         if not self.dist.is_main:

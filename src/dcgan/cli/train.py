@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,10 @@ DEFAULT_PRESET = "digits32"
 #: flag -> config field, for every flag that sets a config value (all default to None = "not given").
 CONFIG_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
     "--data": ("data", {"help": "data set name or folder of images (default: the embedded 5,000 MNIST digits)"}),
-    "--data-root": ("data_root", {"metavar": "DIR", "help": "where standard data sets live (default $DCGAN_DATA, ./data)"}),
+    "--data-root": (
+        "data_root",
+        {"metavar": "DIR", "help": "where standard data sets live (default $DCGAN_DATA, ./data)"},
+    ),
     "--image-size": ("image_size", {"type": positive_int, "help": "power of two, 16 to 256 (paper: 64)"}),
     "--channels": ("channels", {"type": int, "choices": [1, 3], "help": "1 or 3 (default: the data's own)"}),
     "--nz": ("nz", {"type": positive_int, "help": "latent size (paper: 100)"}),
@@ -32,8 +36,14 @@ CONFIG_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
     "--precision": ("precision", {"choices": PRECISIONS, "help": "auto picks bf16 on AMX CPUs and modern GPUs"}),
     "--log-every": ("log_every", {"type": positive_int, "metavar": "N", "help": "steps between log lines"}),
     "--sample-every": ("sample_every", {"type": positive_int, "metavar": "N", "help": "steps between sample grids"}),
-    "--checkpoint-every": ("checkpoint_every", {"type": positive_int, "metavar": "N", "help": "steps between checkpoints"}),
-    "--keep-checkpoints": ("keep_checkpoints", {"type": positive_int, "metavar": "K", "help": "newest K kept (default 3)"}),
+    "--checkpoint-every": (
+        "checkpoint_every",
+        {"type": positive_int, "metavar": "N", "help": "steps between checkpoints"},
+    ),
+    "--keep-checkpoints": (
+        "keep_checkpoints",
+        {"type": positive_int, "metavar": "K", "help": "newest K kept (default 3)"},
+    ),
     "--max-nan-retries": ("max_nan_retries", {"type": non_negative_int, "help": "rollbacks on NaN before giving up"}),
 }
 SWITCHES = {
@@ -83,11 +93,18 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return build_config(preset, **given)
 
 
+def default_run_name(config: TrainConfig) -> str:
+    """runs/<name>: the preset, else the data set's last path part, reduced to safe characters (no '..')."""
+    raw = config.preset or Path(config.data.replace(":", "-").rstrip("/")).name
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", raw).strip("-")
+    return name or "run"
+
+
 def run(args: argparse.Namespace) -> int:
     from dcgan.train import train
 
     config = config_from_args(args)
-    out = args.out or Path("runs") / (config.preset or Path(config.data.replace(":", "-")).name or "run")
+    out = args.out or Path("runs") / default_run_name(config)
     result = train(config, out, resume=args.resume, device=args.device, progress=not args.no_progress)
     print(f"Done: {result.step} steps. Samples in {result.out / 'samples'}, checkpoint {result.checkpoint}.")
     print(f"Draw samples with: dcgan sample {result.out} --n 64 --out {result.out / 'generated'}")

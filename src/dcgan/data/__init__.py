@@ -55,7 +55,7 @@ def search_roots(root: str | Path | None) -> list[Path]:
     if root is not None:
         return [Path(root).expanduser()]
     roots = [Path(os.environ["DCGAN_DATA"]).expanduser()] if os.environ.get("DCGAN_DATA") else []
-    return roots + [Path("data")]
+    return [*roots, Path("data")]
 
 
 def _first_existing(candidates: list[Path], what: str, name: str, hint: str) -> Path:
@@ -67,7 +67,9 @@ def _first_existing(candidates: list[Path], what: str, name: str, hint: str) -> 
 
 
 def _maybe_gz(path: Path) -> Path:
-    return path if path.exists() or not path.with_name(path.name + ".gz").exists() else path.with_name(path.name + ".gz")
+    return (
+        path if path.exists() or not path.with_name(path.name + ".gz").exists() else path.with_name(path.name + ".gz")
+    )
 
 
 def _read_idx_set(name: str, dirs: list[Path], split: str, hint: str) -> tuple[np.ndarray, np.ndarray, str]:
@@ -100,7 +102,9 @@ def _download(name: str, root: Path, split: str) -> None:
     try:
         makers[name]()
     except Exception as exc:  # network errors come in many types; all mean the same to the user
-        raise DataError(f"Downloading {name} into {root} failed ({type(exc).__name__}: {exc}); are you offline?") from exc
+        raise DataError(
+            f"Downloading {name} into {root} failed ({type(exc).__name__}: {exc}); are you offline?"
+        ) from exc
 
 
 def _standard_arrays(name: str, roots: list[Path], split: str) -> tuple[np.ndarray, np.ndarray | None, str]:
@@ -139,7 +143,9 @@ def _standard_arrays(name: str, roots: list[Path], split: str) -> tuple[np.ndarr
 
 def _decode_lsun(category: str, roots: list[Path], split: str, size: int, channels: int) -> tuple[Decoded, str]:
     lsun_split = "train" if split == "train" else "val"
-    dirs = [d for r in roots for d in (r / f"{category}_{lsun_split}_lmdb", r / "lsun" / f"{category}_{lsun_split}_lmdb")]
+    dirs = [
+        d for r in roots for d in (r / f"{category}_{lsun_split}_lmdb", r / "lsun" / f"{category}_{lsun_split}_lmdb")
+    ]
     hint = "Get it with LSUN's download.py (github.com/fyu/lsun) and pass --data-root DIR."
     found = _first_existing(dirs, f"{category}_{lsun_split}_lmdb", f"lsun:{category}", hint)
     entries = list(formats.iter_lmdb_images(found))
@@ -242,7 +248,11 @@ def load_images(
     if folder is not None:
         if not files:
             raise DataError(f"--data {folder} holds no image files.")
-        decoded = decode_folder(folder, image_size, channels) if data not in ("celeba", "imagenet") else _decode_files(files, image_size, channels, data)
+        decoded = (
+            decode_folder(folder, image_size, channels)
+            if data not in ("celeba", "imagenet")
+            else _decode_files(files, image_size, channels, data)
+        )
         images_arr, skipped, kept_files, source = decoded.images, decoded.skipped, decoded.files, str(folder)
         labels_arr = _folder_labels(folder, kept_files) if data == "imagenet" else None
     elif is_lsun:

@@ -109,7 +109,9 @@ def _collect(names, jobs, images, kept, skipped, bar) -> None:  # type: ignore[n
 def decode_folder(path: Path, size: int, channels: int) -> Decoded:
     files = list_images(path)
     if not files:
-        raise DataError(f"--data {path} holds no image files (looked recursively for {', '.join(sorted(IMAGE_SUFFIXES)[:6])}, ...).")
+        raise DataError(
+            f"--data {path} holds no image files (looked recursively for {', '.join(sorted(IMAGE_SUFFIXES)[:6])}, ...)."
+        )
     items = ((str(f), (lambda f=f: _decode_file(f, size, channels))) for f in files)
     decoded = decode_all(items, len(files), size, channels, desc=f"decoding {path.name}")
     if not decoded.files:

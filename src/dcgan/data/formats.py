@@ -13,7 +13,7 @@ import pickle
 import struct
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, ClassVar
 
 import numpy as np
 
@@ -21,7 +21,7 @@ from dcgan.errors import DataError
 
 
 def _open(path: Path) -> BinaryIO:
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -45,7 +45,7 @@ def read_idx(path: Path) -> np.ndarray:
 class SafeUnpickler(pickle.Unpickler):
     """Unpickles plain containers and NumPy arrays only; any other global is refused."""
 
-    ALLOWED = {
+    ALLOWED: ClassVar[set[tuple[str, str]]] = {
         ("numpy.core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"),

@@ -1,0 +1,181 @@
+"""Training: the run folder, exact resume, NaN rollback, graceful stops and SIGKILL at any moment."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dcgan import checkpoint as ckpt
+from dcgan.errors import CheckpointError, ConfigError
+from dcgan.train import NumericalFault, Trainer, train
+from tests.conftest import shapes_data, tiny_config, train_tiny
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    state = ckpt.load(run)
+    out = {f"G.{k}": v for k, v in state["generator"].items()}
+    out.update({f"D.{k}": v for k, v in state["discriminator"].items()})
+    for name in ("opt_g", "opt_d"):
+        for pid, s in state[name]["state"].items():
+            out.update({f"{name}.{pid}.{k}": v for k, v in s.items()})
+    return out
+
+
+def _assert_bitwise_equal(a: Path, b: Path) -> None:
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    different = [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+def test_run_folder_has_everything(tiny_run: Path) -> None:
+    assert json.loads((tiny_run / "config.json").read_text())["image_size"] == 16
+    assert sorted(p.name for p in (tiny_run / "samples").iterdir()) == ["step-00000004.png", "step-00000008.png"]
+    assert Image.open(tiny_run / "progress.gif").n_frames == 2
+    assert (tiny_run / "losses.png").exists()
+    assert list((tiny_run / "tensorboard").glob("events.out.tfevents.*"))
+    rows = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in rows if "loss_d" in r]
+    assert [r["step"] for r in logged] == [2, 4, 6, 8]
+    assert all(0 < r["d_x"] < 1 and 0 < r["d_g_z"] < 1 and r["img_per_s"] > 0 for r in logged)
+    assert any("diversity" in r for r in rows)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_resumed_run_is_bitwise_identical(tmp_path: Path, precision: str) -> None:
+    train_tiny(tmp_path / "full", steps=12, precision=precision)
+    train_tiny(tmp_path / "half", steps=6, precision=precision, checkpoint_every=3)
+    config = tiny_config(steps=12, precision=precision, checkpoint_every=3)
+    train(config, tmp_path / "half", resume=True, data=shapes_data(), progress=False)
+    _assert_bitwise_equal(tmp_path / "full", tmp_path / "half")
+    rows = [json.loads(x) for x in (tmp_path / "half" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss_d" in r] == [2, 4, 6, 8, 10, 12]
+
+
+def test_resume_spans_epochs_exactly(tmp_path: Path) -> None:
+    # 256 images / 32 per batch = 8 steps an epoch: stop mid-epoch 2 and resume into epoch 3.
+    train_tiny(tmp_path / "full", steps=20)
+    train_tiny(tmp_path / "part", steps=11, checkpoint_every=11)
+    train(tiny_config(steps=20), tmp_path / "part", resume=True, data=shapes_data(), progress=False)
+    _assert_bitwise_equal(tmp_path / "full", tmp_path / "part")
+
+
+def test_existing_run_needs_resume(tiny_run: Path) -> None:
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(tiny_config(), tiny_run, data=shapes_data(), progress=False)
+
+
+def test_resume_with_another_architecture_is_refused(tmp_path: Path) -> None:
+    train_tiny(tmp_path / "run", steps=2)
+    with pytest.raises(CheckpointError, match="ngf 8 vs 16"):
+        train(tiny_config(steps=4, ngf=16), tmp_path / "run", resume=True, data=shapes_data(), progress=False)
+
+
+def test_nan_in_the_weights_rolls_back_and_finishes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    original = Trainer.train_step
+    calls = {"n": 0}
+
+    def poisoned(self: Trainer, real: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        calls["n"] += 1
+        if calls["n"] == 6:  # once, mid-run: a weight of G becomes NaN
+            with torch.no_grad():
+                next(self.G.parameters())[0, 0, 0, 0] = float("nan")
+        return original(self, real, z)
+
+    monkeypatch.setattr(Trainer, "train_step", poisoned)
+    with pytest.warns(UserWarning, match="rolled back to step-00000004.pt"):
+        result = train(tiny_config(steps=8), tmp_path / "run", data=shapes_data(), progress=False)
+    assert result.step == 8
+    state = ckpt.load(tmp_path / "run")
+    assert all(torch.isfinite(v).all() for v in state["generator"].values())
+    assert state["nan_retries"] == 1
+
+
+def test_persistent_nan_stops_with_a_clear_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def always_nan(self: Trainer, real: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return torch.full((4,), float("nan"))
+
+    monkeypatch.setattr(Trainer, "train_step", always_nan)
+    with pytest.warns(UserWarning), pytest.raises(NumericalFault, match="after 2 rollbacks"):
+        train(tiny_config(max_nan_retries=2), tmp_path / "run", data=shapes_data(), progress=False)
+    assert ckpt.list_checkpoints(tmp_path / "run"), "the last good checkpoint is still there"
+
+
+# ------------------------------------------------------------------------------------------- processes
+def _image_folder(path: Path, n: int = 64) -> Path:
+    rng = np.random.default_rng(0)
+    path.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(path / f"{i}.png")
+    return path
+
+
+def _cli(data: Path, out: Path, steps: int, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "dcgan", "train", "--data", str(data), "--out", str(out), "--image-size", "16",
+        "--nz", "8", "--ngf", "8", "--ndf", "8", "--batch-size", "16", "--steps", str(steps), "--precision", "fp32",
+        "--checkpoint-every", "2", "--log-every", "2", "--sample-every", "1000", "--no-progress", *extra,
+    ]  # fmt: skip
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "DCGAN_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+
+
+def _wait_for_checkpoint(out: Path, proc: subprocess.Popen[bytes], after: int = 0, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = ckpt.list_checkpoints(out)
+        if found and int(found[-1].name[5:13]) > after:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"training exited early: {proc.stderr.read().decode() if proc.stderr else ''}")
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint appeared")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_saves_and_says_how_to_resume(tmp_path: Path, sig: signal.Signals) -> None:
+    data = _image_folder(tmp_path / "images")
+    out = tmp_path / "run"
+    env = _env(tmp_path)
+    proc = subprocess.Popen(_cli(data, out, 100000), stderr=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+    _wait_for_checkpoint(out, proc, after=0)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig, err.decode()
+    message = err.decode()
+    assert f"Stopped by {sig.name}" in message and f"dcgan train --out {out} --resume" in message
+    assert "Traceback" not in message
+    stopped_at = int(message.split(" at step ")[1].split()[0])
+    assert ckpt.load(out)["step"] == stopped_at, "the checkpoint holds the step the message names"
+
+
+def test_sigkill_at_random_moments_resumes_to_the_same_weights(tmp_path: Path) -> None:
+    data = _image_folder(tmp_path / "images")
+    env = _env(tmp_path)
+    subprocess.run(_cli(data, tmp_path / "straight", 24), check=True, env=env, capture_output=True)
+    out = tmp_path / "killed"
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        proc = subprocess.Popen(_cli(data, out, 24, "--resume"), stderr=subprocess.PIPE, env=env)
+        last = int(ckpt.list_checkpoints(out)[-1].name[5:13]) if ckpt.list_checkpoints(out) else -1
+        _wait_for_checkpoint(out, proc, after=last)
+        time.sleep(float(rng.uniform(0, 0.3)))
+        proc.kill()
+        proc.wait()
+        for path in ckpt.list_checkpoints(out):
+            ckpt.load(path)  # every checkpoint on disk is complete, whenever the kill landed
+    subprocess.run(_cli(data, out, 24, "--resume"), check=True, env=env, capture_output=True)
+    assert ckpt.load(out)["step"] == 24
+    _assert_bitwise_equal(tmp_path / "straight", out)
