@@ -17,6 +17,7 @@ def register(sub: Any) -> None:
     p.add_argument("--out", type=Path, required=True, help="folder for the PNGs, grid.png and z.npy")
     p.add_argument("--seed", type=non_negative_int, default=0, help="the same seed gives the same images")
     p.add_argument("--nrow", type=positive_int, help="images per grid row (default: square)")
+    p.add_argument("--sheet", action="store_true", help="also write sheet.png: the grid with each image's number")
     p.add_argument("--no-ema", action="store_true", help="use the raw generator even if an EMA copy exists")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.set_defaults(func=run_sample)
@@ -36,6 +37,12 @@ def run_sample(args: argparse.Namespace) -> int:
     config = config_of(load_checkpoint(path))
     generator = load_generator(path, ema=not args.no_ema, device=args.device)
     write_samples(generator, args.n, args.out, seed=args.seed, prior=config.prior, nrow=args.nrow)
+    if args.sheet:
+        from dcgan.latent import numbered_sheet
+        from dcgan.sample import generate, latents
+
+        images = generate(generator, latents(args.n, generator.nz, config.prior, args.seed))
+        numbered_sheet(images, args.nrow).save(args.out / "sheet.png")
     print(f"Wrote {args.n} samples from {path} (seed {args.seed}) to {args.out}; grid: {args.out / 'grid.png'}")
     return 0
 

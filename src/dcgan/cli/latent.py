@@ -1,0 +1,273 @@
+"""`dcgan interpolate`, `dcgan project`, `dcgan arithmetic`, `dcgan direction`: walks and sums in z.
+
+Every command takes a run folder or checkpoint first and `--out DIR`, and writes its pictures beside a
+`record.json` holding the checkpoint, its step, the seed and every option, so the result can be made again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dcgan.cli.common import non_negative_int, positive_float, positive_int
+
+
+def add_common(p: argparse.ArgumentParser, seed_help: str = "seed of the sample sheet that numbers name") -> None:
+    p.add_argument("run", type=Path, metavar="RUN_DIR|CHECKPOINT")
+    p.add_argument("--out", type=Path, required=True, help="folder for the pictures and record.json")
+    p.add_argument("--seed", type=non_negative_int, default=0, help=seed_help)
+    p.add_argument("--no-ema", action="store_true", help="use the raw generator even if an EMA copy exists")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+
+
+def add_projection(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("projection (for image files given as exemplars)")
+    g.add_argument("--project-steps", type=positive_int, default=200, help="Adam steps on z (default 200)")
+    g.add_argument("--restarts", type=positive_int, default=4, help="random starts per image, best kept (default 4)")
+    g.add_argument("--project-lr", type=positive_float, default=0.05, help="Adam learning rate on z (default 0.05)")
+    g.add_argument("--feature-weight", type=float, default=0.0, help="weight of a loss on D's features (default 0)")
+    g.add_argument("--encoder-steps", type=non_negative_int, default=0, help="fit an encoder on G's samples for this many steps to make the first start (default 0: none)")  # fmt: skip
+
+
+def open_run(args: argparse.Namespace) -> tuple[Path, dict[str, Any], Any]:
+    """(checkpoint path, facts for the record, generator in eval mode) of the command's RUN argument."""
+    from dcgan.checkpoint import config_of, load, load_generator, resolve
+
+    path = resolve(args.run)
+    state = load(path)
+    config = config_of(state)
+    generator = load_generator(path, ema=not args.no_ema, device=args.device)
+    facts = {"checkpoint": str(path), "step": int(state["step"]), "prior": config.prior, "nz": config.nz}
+    return path, facts, generator
+
+
+def write_record(out: Path, command: str, args: argparse.Namespace, facts: dict[str, Any], **results: Any) -> Path:
+    """`record.json`: the command, its options, the checkpoint and the results, enough to make it again."""
+    from dcgan import __version__
+
+    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("func", "command")}
+    record = {"command": f"dcgan {command}", "dcgan_version": __version__, **facts, "options": options, **results}
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "record.json"
+    path.write_text(json.dumps(record, indent=2, default=_plain) + "\n")
+    return path
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+def projector(args: argparse.Namespace, generator: Any, prior: str) -> Any:
+    """The function that brings image files into z with the command's projection options."""
+    from dcgan.projection import fit_encoder, load_image_files, project
+
+    def run(paths: list[Path]) -> torch.Tensor:
+        images = load_image_files(paths, generator.image_size, generator.channels)
+        discriminator = _discriminator(args) if args.feature_weight > 0 else None
+        encoder = (
+            fit_encoder(generator, prior=prior, steps=args.encoder_steps, seed=args.seed)
+            if args.encoder_steps
+            else None
+        )
+        result = project(
+            generator, images, prior=prior, steps=args.project_steps, restarts=args.restarts, lr=args.project_lr,
+            discriminator=discriminator, feature_weight=args.feature_weight, encoder=encoder, seed=args.seed,
+        )  # fmt: skip
+        return result.z
+
+    return run
+
+
+def _discriminator(args: argparse.Namespace) -> Any:
+    from dcgan.checkpoint import load_discriminator
+
+    return load_discriminator(args.run, device=args.device)
+
+
+def exemplars(args: argparse.Namespace, spec: str, generator: Any, prior: str) -> Any:
+    from dcgan.latent import resolve_ids
+
+    return resolve_ids(spec, generator.nz, prior, args.seed, projector(args, generator, prior))
+
+
+# ----------------------------------------------------------------------------------------------- commands
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("interpolate", help="walk through z between random or given points (Figure 4)")
+    add_common(p, "seed of the sample sheet: walk r goes from sheet number 2r to 2r+1 unless --points is given")
+    p.add_argument("--points", metavar="IDS", help="a chain through these exemplars (sheet numbers, .npy, images)")
+    p.add_argument("--rows", type=positive_int, default=8, help="random walks when no --points (default 8)")
+    p.add_argument("--steps", type=positive_int, default=10, help="images per walk or leg, ends included (default 10)")
+    p.add_argument("--method", choices=("linear", "slerp"), default="slerp", help="straight or spherical (default)")
+    add_projection(p)
+    p.set_defaults(func=run_interpolate)
+
+    p = sub.add_parser("project", help="find z that reconstructs real images")
+    add_common(p, "seed of the random starts (and of the encoder's training)")
+    p.add_argument("images", type=Path, nargs="+", metavar="IMAGE")
+    add_projection(p)
+    p.set_defaults(func=run_project)
+
+    p = sub.add_parser("arithmetic", help="vector arithmetic on mean exemplars: A - B + C (Figure 7)")
+    add_common(p)
+    p.add_argument("--a", required=True, metavar="IDS", help="exemplars of A: sheet numbers, .npy z files or images")
+    p.add_argument("--b", required=True, metavar="IDS", help="exemplars of B, subtracted")
+    p.add_argument("--c", required=True, metavar="IDS", help="exemplars of C, added")
+    p.add_argument("--noise", type=float, default=0.25, help="scale of the uniform noise on the result (default 0.25)")
+    p.add_argument("--n-noisy", type=non_negative_int, default=8, help="noisy copies of the result (default 8)")
+    add_projection(p)
+    p.set_defaults(func=run_arithmetic)
+
+    p = sub.add_parser("direction", help="a direction between two groups and a sweep of samples along it (Figure 8)")
+    add_common(p)
+    p.add_argument("--a", metavar="IDS", help="exemplars of the end the direction points to")
+    p.add_argument("--b", metavar="IDS", help="exemplars of the end it points away from")
+    p.add_argument("--labels-from", type=Path, metavar="FOLDER", help="a folder whose file names carry labels")
+    p.add_argument("--label-field", type=non_negative_int, default=1, help="'_'-separated field of the name holding the label (default 1: UTKFace gender)")  # fmt: skip
+    p.add_argument("--a-label", help="label value of group A (e.g. 1 for UTKFace female)")
+    p.add_argument("--b-label", help="label value of group B (e.g. 0 for UTKFace male)")
+    p.add_argument(
+        "--per-group", type=positive_int, default=24, help="labelled images projected per group (default 24)"
+    )
+    p.add_argument("--starts", metavar="IDS", help="where the sweeps start (default: sheet numbers 0..rows-1)")
+    p.add_argument("--rows", type=positive_int, default=6, help="sweeps when no --starts (default 6)")
+    p.add_argument("--steps", type=positive_int, default=9, help="samples per sweep (default 9)")
+    p.add_argument("--span", type=positive_float, default=1.0, help="sweep z + t * direction for t in [-span, span]")
+    add_projection(p)
+    p.set_defaults(func=run_direction)
+
+
+def run_interpolate(args: argparse.Namespace) -> int:
+    from dcgan.latent import interpolate, interpolate_chain, save_frames, save_z, walk_frames
+    from dcgan.sample import generate, latents, save_grid
+
+    _, facts, generator = open_run(args)
+    if args.steps < 2:
+        raise _config_error(f"--steps must be at least 2, got {args.steps}.")
+    sources: list[str]
+    if args.points:
+        points = exemplars(args, args.points, generator, facts["prior"])
+        if points.z.shape[0] < 2:
+            raise _config_error("--points needs at least 2 exemplars.")
+        chain = interpolate_chain(points.z, args.steps, args.method)
+        legs = points.z.shape[0] - 1
+        rows_index = torch.cat([leg * (args.steps - 1) + torch.arange(args.steps) for leg in range(legs)])
+        images = generate(generator, chain)
+        save_grid(images[rows_index], args.out / "walk.png", nrow=args.steps)
+        frames = walk_frames(images, 1, images.shape[0])
+        z, sources = chain, points.sources
+    else:
+        ends = latents(2 * args.rows, generator.nz, facts["prior"], args.seed)
+        z = torch.cat([interpolate(ends[2 * r], ends[2 * r + 1], args.steps, args.method) for r in range(args.rows)])
+        images = generate(generator, z)
+        save_grid(images, args.out / "walk.png", nrow=args.steps)
+        frames = walk_frames(images, args.rows, args.steps)
+        sources = [f"sheet {2 * r} -> {2 * r + 1} (seed {args.seed})" for r in range(args.rows)]
+    save_frames(frames, args.out / "walk.gif")
+    save_z(z, args.out / "z.npy")
+    write_record(args.out, "interpolate", args, facts, exemplars=sources, outputs=["walk.png", "walk.gif", "z.npy"])
+    print(f"Wrote {images.shape[0]} walk images to {args.out / 'walk.png'} and {args.out / 'walk.gif'}.")
+    return 0
+
+
+def run_project(args: argparse.Namespace) -> int:
+    from dcgan.latent import labelled, save_z, vstack
+    from dcgan.projection import fit_encoder, load_image_files, project
+    from dcgan.sample import grid_image
+
+    _, facts, generator = open_run(args)
+    images = load_image_files(args.images, generator.image_size, generator.channels)
+    encoder = (
+        fit_encoder(generator, prior=facts["prior"], steps=args.encoder_steps, seed=args.seed)
+        if args.encoder_steps
+        else None
+    )
+    discriminator = _discriminator(args) if args.feature_weight > 0 else None
+    result = project(
+        generator, images, prior=facts["prior"], steps=args.project_steps, restarts=args.restarts, lr=args.project_lr,
+        discriminator=discriminator, feature_weight=args.feature_weight, encoder=encoder, seed=args.seed,
+    )  # fmt: skip
+    nrow = min(images.shape[0], 8)
+    figure = vstack(
+        [labelled(grid_image(images, nrow), "images"), labelled(grid_image(result.reconstructions, nrow), "G(z)")]
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    figure.save(args.out / "projection.png")
+    save_z(result.z, args.out / "z.npy")
+    per_image = [
+        {"image": str(p), "mse_start": float(f"{float(s):.4g}"), "mse": float(f"{float(e):.4g}")}
+        for p, s, e in zip(args.images, result.start_error, result.error)
+    ]
+    write_record(args.out, "project", args, facts, images=per_image, outputs=["projection.png", "z.npy"])
+    print(
+        f"Projected {images.shape[0]} images: mean pixel MSE {float(result.start_error.mean()):.4f} at the best start, "
+        f"{float(result.error.mean()):.4f} after {args.project_steps} steps; z in {args.out / 'z.npy'}."
+    )
+    return 0
+
+
+def run_arithmetic(args: argparse.Namespace) -> int:
+    from dcgan.latent import arithmetic_figure, save_z, vector_arithmetic
+
+    _, facts, generator = open_run(args)
+    groups = {name: exemplars(args, getattr(args, name), generator, facts["prior"]) for name in "abc"}
+    result = vector_arithmetic(
+        generator, groups["a"].z, groups["b"].z, groups["c"].z, noise=args.noise, n_noisy=args.n_noisy, seed=args.seed
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    arithmetic_figure(result).save(args.out / "arithmetic.png")
+    save_z(torch.cat([result.result[None], result.noisy]), args.out / "z.npy")
+    write_record(
+        args.out, "arithmetic", args, facts, exemplars={k: g.sources for k, g in groups.items()},
+        outputs=["arithmetic.png", "z.npy (row 0: A - B + C, then the noisy copies)"],
+    )  # fmt: skip
+    print(f"Wrote {args.out / 'arithmetic.png'} (A - B + C and {args.n_noisy} noisy copies) and its z in z.npy.")
+    return 0
+
+
+def run_direction(args: argparse.Namespace) -> int:
+    from dcgan.latent import attribute_direction, label_groups, save_z
+    from dcgan.sample import latents, save_grid
+
+    by_ids, by_labels = bool(args.a or args.b), bool(args.labels_from or args.a_label or args.b_label)
+    if by_ids == by_labels or (by_ids and not (args.a and args.b)) or (by_labels and not (args.labels_from and args.a_label and args.b_label)):  # fmt: skip
+        raise _config_error("Give either --a IDS and --b IDS, or --labels-from FOLDER with --a-label and --b-label.")
+    _, facts, generator = open_run(args)
+    prior = facts["prior"]
+    if by_ids:
+        a, b = exemplars(args, args.a, generator, prior), exemplars(args, args.b, generator, prior)
+        za, zb, sources = a.z, b.z, {"a": a.sources, "b": b.sources}
+    else:
+        files = label_groups(args.labels_from, args.label_field, [args.a_label, args.b_label], args.per_group)
+        project = projector(args, generator, prior)
+        za, zb = project(files[0]), project(files[1])
+        sources = {"a": [str(f) for f in files[0]], "b": [str(f) for f in files[1]]}
+    starts = (
+        exemplars(args, args.starts, generator, prior).z
+        if args.starts
+        else latents(args.rows, generator.nz, prior, args.seed)
+    )
+    result = attribute_direction(generator, za, zb, starts, steps=args.steps, span=args.span)
+    save_grid(result.images, args.out / "direction.png", nrow=args.steps)
+    save_z(result.direction[None], args.out / "direction.npy")
+    write_record(
+        args.out, "direction", args, facts, exemplars=sources, amounts=result.amounts,
+        direction_norm=float(result.direction.norm()), outputs=["direction.png", "direction.npy"],
+    )  # fmt: skip
+    print(f"Wrote {args.out / 'direction.png'} ({starts.shape[0]} sweeps of {args.steps}) and direction.npy.")
+    return 0
+
+
+def _config_error(message: str) -> Exception:
+    from dcgan.errors import ConfigError
+
+    return ConfigError(message)
