@@ -50,6 +50,7 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     max_nan_retries: int = 3
+    ema: float = 0.0  # decay of an exponential moving average of G's weights; 0 = off
     preset: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -68,6 +69,8 @@ class TrainConfig:
             raise ConfigError(f"--keep-checkpoints must be at least 1, got {self.keep_checkpoints}.")
         if self.max_nan_retries < 0:
             raise ConfigError(f"--max-nan-retries must be 0 or more, got {self.max_nan_retries}.")
+        if not 0 <= self.ema < 1:
+            raise ConfigError(f"--ema must be a decay in [0, 1), e.g. 0.999, got {self.ema}.")
         if self.prior not in PRIORS:
             raise ConfigError(f"--prior must be one of {', '.join(PRIORS)}, got {self.prior!r}.")
         if self.precision not in PRECISIONS:

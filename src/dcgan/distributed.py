@@ -55,10 +55,20 @@ def teardown(info: Dist) -> None:
         dist.destroy_process_group()
 
 
-def any_flag(flag: bool, info: Dist, device: torch.device) -> bool:
-    """True on every rank if `flag` is true on any rank (so all ranks stop or roll back together)."""
+def any_flags(flags: list[bool], info: Dist, device: torch.device) -> list[bool]:
+    """Each flag, true on every rank if it is true on any rank (so all ranks stop or roll back together)."""
     if not info.enabled:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
+        return flags
+    t = torch.tensor([1.0 if f else 0.0 for f in flags], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
+    return [bool(v > 0) for v in t.tolist()]
+
+
+def broadcast_buffers(modules: list[torch.nn.Module], info: Dist) -> None:
+    """Give every rank rank 0's buffers (batchnorm running statistics)."""
+    if not info.enabled:
+        return
+    with torch.no_grad():
+        for module in modules:
+            for buffer in module.buffers():
+                dist.broadcast(buffer, src=0)

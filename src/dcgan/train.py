@@ -10,6 +10,7 @@ and a resumed run replays exactly what an uninterrupted one would have done.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import signal
 import time
@@ -28,7 +29,7 @@ from dcgan import distributed
 from dcgan.config import TrainConfig
 from dcgan.data import ImageData, load_images
 from dcgan.errors import CheckpointError, ConfigError, DataError, DcganError
-from dcgan.models import sample_prior
+from dcgan.models import Generator, sample_prior
 from dcgan.sample import diversity, generate, plot_losses, save_gif, save_grid
 
 #: Below this sample diversity (generated spread / real spread) the run warns of mode collapse.
@@ -123,9 +124,13 @@ class Trainer:
         self.memory_format = memory_format
         self.G.to(self.device, memory_format=memory_format)
         self.D.to(self.device, memory_format=memory_format)
+        if config.sync_batchnorm and self.device.type != "cuda":
+            raise ConfigError("--sync-batchnorm needs GPUs: PyTorch's SyncBatchNorm does not run on CPU processes.")
         if self.dist.enabled and config.sync_batchnorm:
             self.G = nn.SyncBatchNorm.convert_sync_batchnorm(self.G)  # type: ignore[assignment]
             self.D = nn.SyncBatchNorm.convert_sync_batchnorm(self.D)  # type: ignore[assignment]
+        # An exponential moving average of G's weights: smoother samples, and what evaluation uses when on.
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False) if config.ema > 0 else None
         self.opt_g = _adam(self.G.parameters(), config, self.device)
         self.opt_d = _adam(self.D.parameters(), config, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
@@ -192,6 +197,7 @@ class Trainer:
             "config": self.config.to_dict(),
             "channels": self.channels,
             "generator": self.G.state_dict(),
+            "generator_ema": self.G_ema.state_dict() if self.G_ema is not None else None,
             "discriminator": self.D.state_dict(),
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
@@ -212,6 +218,8 @@ class Trainer:
             )
         ckpt.load_state_dict(self.G, state["generator"], "generator", where)
         ckpt.load_state_dict(self.D, state["discriminator"], "discriminator", where)
+        if self.G_ema is not None:
+            ckpt.load_state_dict(self.G_ema, state.get("generator_ema") or state["generator"], "EMA generator", where)
         try:
             self.opt_g.load_state_dict(state["opt_g"])
             self.opt_d.load_state_dict(state["opt_d"])
@@ -301,6 +309,8 @@ class Trainer:
         d_module.requires_grad_(True)
         scaler.step(self.opt_g)
         scaler.update()
+        if self.G_ema is not None:
+            self._update_ema()
         return torch.stack(
             [
                 (loss_real + loss_fake).detach(),
@@ -309,6 +319,18 @@ class Trainer:
                 torch.sigmoid(logits_fake.detach().float()).mean(),
             ]
         )
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        assert self.G_ema is not None
+        ema_params, params = list(self.G_ema.parameters()), list(self.G.parameters())
+        torch._foreach_lerp_(ema_params, params, 1.0 - self.config.ema)
+        for ema_buffer, buffer in zip(self.G_ema.buffers(), self.G.buffers()):
+            ema_buffer.copy_(buffer)
+
+    def sampling_generator(self) -> Generator:
+        """The generator samples and evaluations use: the EMA copy when there is one."""
+        return self.G_ema if self.G_ema is not None else self.G
 
     # ----------------------------------------------------------------------------------------- the loop
     def fit(self, on_step: Callable[[Trainer, torch.Tensor], None] | None = None) -> TrainResult:
@@ -336,8 +358,14 @@ class Trainer:
                 stats = self.train_step(self.real_batch(self.step), self.latent_batch())
                 if on_step is not None:
                     on_step(self, stats)
+                # On a GPU, looking at the losses syncs the host, so look every log_every steps (on a CPU: every
+                # step). Under DDP every rank takes part in the same check, so all roll back or stop together.
                 check_now = self.device.type == "cpu" or (self.step + 1) % cfg.log_every == 0
-                if check_now and distributed.any_flag(not bool(torch.isfinite(stats).all()), self.dist, self.device):
+                nonfinite, stop = False, self._stop_signal is not None and not self.dist.enabled
+                if check_now:
+                    local = [not bool(torch.isfinite(stats).all()), self._stop_signal is not None]
+                    nonfinite, stop = distributed.any_flags(local, self.dist, self.device)
+                if nonfinite:
                     self._roll_back(bar)
                     stats_sum.zero_()
                     stats_count, tick = 0, time.perf_counter()
@@ -359,9 +387,11 @@ class Trainer:
                     last = self.save_checkpoint() or last
                     if epoch_end and self.dist.is_main:
                         self._write_figures()
-                if self._stop_signal is not None:
+                if stop:
                     self._stop(bar, writer)
-            distributed.barrier(self.dist)
+            # Batchnorm running statistics drift apart between ranks (each normalises its own share), so
+            # rank 0's are given to all: every rank ends with the weights the checkpoint holds.
+            distributed.broadcast_buffers([self.G, self.D, *([self.G_ema] if self.G_ema else [])], self.dist)
         finally:
             self._restore_signal_handlers(previous)
             bar.close()
@@ -419,7 +449,7 @@ class Trainer:
     def _write_samples(self, writer: Any) -> None:
         if not self.dist.is_main:
             return
-        images = generate(self.G, self.fixed_z.to(self.device))
+        images = generate(self.sampling_generator(), self.fixed_z.to(self.device))
         try:
             save_grid(images, self.out / "samples" / f"step-{self.step:08d}.png", nrow=8)
         except OSError as exc:
@@ -477,6 +507,7 @@ class Trainer:
 
     def _stop(self, bar: Any, writer: Any) -> None:
         signum = self._stop_signal or signal.SIGINT
+        distributed.broadcast_buffers([self.G, self.D, *([self.G_ema] if self.G_ema else [])], self.dist)
         self.save_checkpoint()
         if self.dist.is_main:
             self._write_figures()

@@ -44,6 +44,7 @@ CONFIG_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
         "keep_checkpoints",
         {"type": positive_int, "metavar": "K", "help": "newest K kept (default 3)"},
     ),
+    "--ema": ("ema", {"type": float, "metavar": "DECAY", "help": "keep an EMA copy of G (e.g. 0.999) for sampling"}),
     "--max-nan-retries": ("max_nan_retries", {"type": non_negative_int, "help": "rollbacks on NaN before giving up"}),
 }
 SWITCHES = {
