@@ -179,3 +179,50 @@ def test_sigkill_at_random_moments_resumes_to_the_same_weights(tmp_path: Path) -
     subprocess.run(_cli(data, out, 24, "--resume"), check=True, env=env, capture_output=True)
     assert ckpt.load(out)["step"] == 24
     _assert_bitwise_equal(tmp_path / "straight", out)
+
+
+def test_best_checkpoint_follows_the_metric(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With --eval-every, best.pt is the checkpoint of the step with the lowest FID, not the last one."""
+    scores = iter([9.0, 4.0, 6.0, 5.0])
+
+    class FakeEvaluator:
+        key, lower_is_better = "fid2k", True
+
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            pass
+
+        def __call__(self, generator: torch.nn.Module) -> dict[str, float]:
+            return {"fid2k": next(scores)}
+
+        def is_better(self, value: float, best: float | None) -> bool:
+            return best is None or value < best
+
+    import dcgan.metrics
+
+    monkeypatch.setattr(dcgan.metrics, "TrainingEvaluator", FakeEvaluator)
+    train(tiny_config(steps=8, eval_every=2), tmp_path / "run", data=shapes_data(), progress=False)
+    best = ckpt.load(tmp_path / "run" / "checkpoints" / "best.pt")
+    assert best["step"] == 4 and best["metrics"] == {"fid2k": 4.0} and best["best_value"] == 4.0
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["fid2k"] for r in rows if "fid2k" in r] == [9.0, 4.0, 6.0, 5.0]
+    assert ckpt.load(tmp_path / "run")["step"] == 8, "the run folder still resolves to the newest checkpoint"
+
+
+@pytest.mark.slow
+def test_eval_every_with_a_real_extractor(tmp_path: Path) -> None:
+    """The real evaluator, on a LeNet fitted here to the embedded digits: FID is logged and best.pt written."""
+    from dcgan.data import ImageData, load_images
+    from dcgan.metrics import fit_extractor, save_extractor
+
+    digits = load_images("mnist5k", image_size=16)
+    assert digits.labels is not None
+    part = lambda a, b: ImageData(digits.images[a:b], digits.labels[a:b], "mnist5k", "train", "")
+    extractor, meta = fit_extractor(part(0, 4000), part(4000, 5000), epochs=1)
+    features = save_extractor(extractor, tmp_path / "lenet.safetensors", meta)
+    config = tiny_config(data="mnist5k", steps=4, eval_every=2, eval_n=64, ema=0.9, eval_features=str(features))
+    train(config, tmp_path / "run", data=digits, progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    fids = [r["fid64"] for r in rows if "fid64" in r]
+    assert len(fids) == 2 and all(f > 0 for f in fids)
+    best = ckpt.load(tmp_path / "run" / "checkpoints" / "best.pt")
+    assert best["best_value"] == min(fids) and best["generator_ema"] is not None

@@ -51,6 +51,10 @@ class TrainConfig:
     keep_checkpoints: int = 3
     max_nan_retries: int = 3
     ema: float = 0.0  # decay of an exponential moving average of G's weights; 0 = off
+    eval_every: int = 0  # steps between sample-quality evaluations (0 = off); the best is kept as best.pt
+    eval_metric: str = "fid"
+    eval_n: int = 2000
+    eval_features: str | None = None  # None: the data set's default extractor
     preset: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -69,6 +73,8 @@ class TrainConfig:
             raise ConfigError(f"--keep-checkpoints must be at least 1, got {self.keep_checkpoints}.")
         if self.max_nan_retries < 0:
             raise ConfigError(f"--max-nan-retries must be 0 or more, got {self.max_nan_retries}.")
+        if self.eval_every < 0 or self.eval_n < 4:
+            raise ConfigError("--eval-every must be 0 or more and --eval-n at least 4.")
         if not 0 <= self.ema < 1:
             raise ConfigError(f"--ema must be a decay in [0, 1), e.g. 0.999, got {self.ema}.")
         if self.prior not in PRIORS:

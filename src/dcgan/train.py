@@ -139,6 +139,8 @@ class Trainer:
         self.step = 0
         self.nan_retries = 0
         self.best_diversity = 0.0
+        self.best_value: float | None = None
+        self.evaluator = self._make_evaluator() if config.eval_every and self.dist.is_main else None
         if state is not None:
             self._restore(state)
         self.g_train, self.d_train = self._wrap(self.G), self._wrap(self.D)
@@ -208,6 +210,7 @@ class Trainer:
             "noise_rng": self.noise.get_state(),
             "rng": ckpt.rng_state(),
             "nan_retries": self.nan_retries,
+            "best_value": self.best_value,
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
@@ -230,6 +233,7 @@ class Trainer:
             raise CheckpointError(f"The checkpoint at {where} lacks a complete training state ({exc}).") from exc
         self.step = int(state["step"])
         self.nan_retries = int(state.get("nan_retries", 0))
+        self.best_value = state.get("best_value")
         self._forget_metrics_after(self.step)
 
     def _forget_metrics_after(self, step: int) -> None:
@@ -383,6 +387,8 @@ class Trainer:
                 epoch_end = self.step % self.steps_per_epoch == 0
                 if self.step % cfg.sample_every == 0 or epoch_end or self.step == self.total_steps:
                     self._write_samples(writer)
+                if self.evaluator is not None and (self.step % cfg.eval_every == 0 or self.step == self.total_steps):
+                    self._evaluate(writer)
                 if self.step % cfg.checkpoint_every == 0 or epoch_end or self.step == self.total_steps:
                     last = self.save_checkpoint() or last
                     if epoch_end and self.dist.is_main:
@@ -467,6 +473,28 @@ class Trainer:
                 f"Possible mode collapse at step {self.step}: sample diversity {score:.3f} of the real data's.",
                 stacklevel=2,
             )
+
+    def _make_evaluator(self) -> Any:
+        from dcgan.metrics import TrainingEvaluator
+
+        cfg = self.config
+        return TrainingEvaluator(
+            cfg.data, root=cfg.data_root, image_size=cfg.image_size, channels=self.channels, metric=cfg.eval_metric,
+            n=cfg.eval_n, features=cfg.eval_features, prior=cfg.prior, seed=cfg.seed,
+        )  # fmt: skip
+
+    def _evaluate(self, writer: Any) -> None:
+        """Score the sampling generator; log it; keep `checkpoints/best.pt` when it beats the best so far."""
+        values = self.evaluator(self.sampling_generator())
+        value = float(values[self.evaluator.key])
+        self._append_metrics({"step": self.step, **values})
+        if writer is not None:
+            for key, v in values.items():
+                writer.add_scalar(f"eval/{key}", v, self.step)
+        if self.evaluator.is_better(value, self.best_value):
+            self.best_value = value
+            best = self.out / ckpt.CHECKPOINT_DIR / "best.pt"
+            ckpt.atomic_save({**self._snapshot(), "metrics": values}, best)
 
     def _write_figures(self) -> None:
         """The training animation and the loss curves; a failure here (e.g. a full disk) only warns."""

@@ -45,6 +45,19 @@ CONFIG_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
         {"type": positive_int, "metavar": "K", "help": "newest K kept (default 3)"},
     ),
     "--ema": ("ema", {"type": float, "metavar": "DECAY", "help": "keep an EMA copy of G (e.g. 0.999) for sampling"}),
+    "--eval-every": (
+        "eval_every",
+        {"type": non_negative_int, "metavar": "N", "help": "steps between quality evaluations; keeps best.pt"},
+    ),
+    "--eval-metric": (
+        "eval_metric",
+        {"choices": ["fid", "kid", "is"], "help": "the metric --eval-every tracks (default fid)"},
+    ),
+    "--eval-n": ("eval_n", {"type": positive_int, "help": "samples per evaluation (default 2000)"}),
+    "--eval-features": (
+        "eval_features",
+        {"metavar": "NAME|PATH", "help": "feature extractor (default: the data set's own)"},
+    ),
     "--max-nan-retries": ("max_nan_retries", {"type": non_negative_int, "help": "rollbacks on NaN before giving up"}),
 }
 SWITCHES = {

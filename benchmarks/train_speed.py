@@ -1,0 +1,267 @@
+"""Training speed: images/s of dcgan's training step against a tutorial-style fp32 loop, side by side.
+
+Each configuration runs in its own fresh process (so peak memory is its own), on the same synthetic uint8
+data, one after another in this run; ratios to the in-run baseline are the figures to quote, since absolute
+numbers move with whatever else the machine is doing. Also printed: FLOPs per image (counted with
+torch.utils.flop_counter), the matmul peak measured in this run, sampling throughput and the data
+pipeline's own rate.
+
+    python benchmarks/train_speed.py                 # the paper's 64x64 setup and 32x32, every option
+    python benchmarks/train_speed.py --sizes 64 --steps 10 --compile
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+BATCH = 128
+
+
+# ------------------------------------------------------------------------------------ the reference loop
+class TutorialGenerator(nn.Module):
+    """pytorch/examples dcgan/main.py's netG (64x64 only there; generalised here by the same rule)."""
+
+    def __init__(self, size: int, nc: int = 3, nz: int = 100, ngf: int = 64) -> None:
+        super().__init__()
+        mults = [2**i for i in reversed(range(size.bit_length() - 3))]
+        layers: list[nn.Module] = [nn.ConvTranspose2d(nz, ngf * mults[0], 4, 1, 0, bias=False)]
+        layers += [nn.BatchNorm2d(ngf * mults[0]), nn.ReLU(True)]
+        for a, b in zip(mults, mults[1:]):
+            layers += [
+                nn.ConvTranspose2d(ngf * a, ngf * b, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(ngf * b),
+                nn.ReLU(True),
+            ]
+        layers += [nn.ConvTranspose2d(ngf, nc, 4, 2, 1, bias=False), nn.Tanh()]
+        self.main = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.main(z)
+
+
+class TutorialDiscriminator(nn.Module):
+    """pytorch/examples' netD: ends in a Sigmoid, trained with BCELoss."""
+
+    def __init__(self, size: int, nc: int = 3, ndf: int = 64) -> None:
+        super().__init__()
+        mults = [2**i for i in range(size.bit_length() - 3)]
+        layers: list[nn.Module] = [nn.Conv2d(nc, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
+        for a, b in zip(mults, mults[1:]):
+            layers += [nn.Conv2d(ndf * a, ndf * b, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * b)]
+            layers += [nn.LeakyReLU(0.2, inplace=True)]
+        layers += [nn.Conv2d(ndf * mults[-1], 1, 4, 1, 0, bias=False), nn.Sigmoid()]
+        self.main = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.main(x).view(-1, 1).squeeze(1)
+
+
+def reference_stepper(size: int, images: torch.Tensor) -> Any:
+    """The tutorial's training step, fp32, on the same data (already normalised: the reference's best case)."""
+    net_g, net_d = TutorialGenerator(size), TutorialDiscriminator(size)
+    criterion = nn.BCELoss()
+    opt_d = torch.optim.Adam(net_d.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_g = torch.optim.Adam(net_g.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    data = images.float() / 127.5 - 1
+
+    def step(i: int) -> None:
+        real = data[(i * BATCH) % (len(data) - BATCH) :][:BATCH]
+        net_d.zero_grad()
+        label = torch.full((BATCH,), 1.0)
+        err_real = criterion(net_d(real), label)
+        err_real.backward()
+        fake = net_g(torch.randn(BATCH, 100, 1, 1))
+        label.fill_(0.0)
+        err_fake = criterion(net_d(fake.detach()), label)
+        err_fake.backward()
+        opt_d.step()
+        net_g.zero_grad()
+        label.fill_(1.0)
+        err_g = criterion(net_d(fake), label)
+        err_g.backward()
+        opt_g.step()
+
+    return step
+
+
+def dcgan_stepper(size: int, images: torch.Tensor, precision: str, channels_last: bool, compile: bool) -> Any:
+    from dcgan.config import build_config
+    from dcgan.data import ImageData
+    from dcgan.train import Trainer
+
+    config = build_config(
+        None, data="bench", image_size=size, precision=precision, channels_last=channels_last, compile=compile,
+        steps=10**6, log_every=10**6, sample_every=10**6, checkpoint_every=10**6,
+    )  # fmt: skip
+    data = ImageData(images, None, "bench", "train", "synthetic")
+    trainer = Trainer(config, tempfile.mkdtemp(prefix="dcgan-bench-"), data=data, progress=False)
+
+    def step(i: int) -> None:
+        trainer.train_step(trainer.real_batch(i), trainer.latent_batch())
+
+    return step
+
+
+# ------------------------------------------------------------------------------------ one measurement
+def measure(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run one configuration: warm-up steps (compilation included), then timed steps."""
+    torch.manual_seed(0)
+    size = spec["size"]
+    images = torch.randint(0, 256, (BATCH * 8, 3, size, size), dtype=torch.uint8)
+    if spec["kind"] == "reference":
+        step = reference_stepper(size, images)
+    else:
+        step = dcgan_stepper(size, images, spec["precision"], spec["channels_last"], spec["compile"])
+    for i in range(spec["warmup"]):
+        step(i)
+    start = time.perf_counter()
+    for i in range(spec["steps"]):
+        step(i)
+    seconds = time.perf_counter() - start
+    return {
+        "img_per_s": spec["steps"] * BATCH / seconds,
+        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def run_isolated(spec: dict[str, Any]) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True, check=False
+    )
+    if out.returncode:
+        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------------------ context figures
+def flops_per_image(size: int) -> float:
+    """FLOPs of one full training step (D on real and fake, G forward and backward) per image."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    images = torch.randint(0, 256, (BATCH * 2, 3, size, size), dtype=torch.uint8)
+    step = dcgan_stepper(size, images, "fp32", False, False)
+    with FlopCounterMode(display=False) as counter:
+        step(0)
+    return counter.get_total_flops() / BATCH
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    """Best achieved FLOP/s of an n x n matrix product in `dtype` on this CPU, right now."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = max(best, 2 * n**3 / (time.perf_counter() - start))
+    return best
+
+
+def sampling_rate(size: int, n: int = 512) -> float:
+    from dcgan.models import Generator
+    from dcgan.sample import generate, latents
+
+    g = Generator(size, 3).eval()
+    z = latents(n, 100, "uniform", 0)
+    generate(g, z[:64])
+    start = time.perf_counter()
+    generate(g, z)
+    return n / (time.perf_counter() - start)
+
+
+def data_rate(size: int, steps: int = 50) -> float:
+    images = torch.randint(0, 256, (BATCH * 40, 3, size, size), dtype=torch.uint8)
+    from dcgan.config import build_config
+    from dcgan.data import ImageData
+    from dcgan.train import Trainer
+
+    config = build_config(None, data="bench", image_size=size, steps=10**6, precision="fp32")
+    trainer = Trainer(config, tempfile.mkdtemp(prefix="dcgan-bench-"), data=ImageData(images, None, "b", "train", "s"))
+    start = time.perf_counter()
+    for i in range(steps):
+        trainer.real_batch(i)
+    return steps * BATCH / (time.perf_counter() - start)
+
+
+# ------------------------------------------------------------------------------------ the table
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=[64, 32])
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per configuration")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--compile", action="store_true", help="also measure torch.compile (slow to warm up)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(measure(json.loads(args.worker))))
+        return
+
+    peak_bf16, peak_fp32 = matmul_peak(torch.bfloat16), matmul_peak(torch.float32)
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads")
+    print(f"measured matmul peak: bf16 {peak_bf16 / 1e12:.2f} TFLOP/s, fp32 {peak_fp32 / 1e12:.2f} TFLOP/s\n")
+    variants = [
+        ("reference: tutorial loop, fp32", {"kind": "reference"}),
+        ("dcgan fp32, NCHW", {"precision": "fp32", "channels_last": False}),
+        ("dcgan fp32, channels_last", {"precision": "fp32", "channels_last": True}),
+        ("dcgan bf16, NCHW", {"precision": "bf16", "channels_last": False}),
+        ("dcgan bf16, channels_last (default)", {"precision": "bf16", "channels_last": True}),
+    ]
+    if args.compile:
+        variants.append(
+            ("dcgan bf16, channels_last, compile", {"precision": "bf16", "channels_last": True, "compile": True})
+        )
+    rows = []
+    for size in args.sizes:
+        flops = flops_per_image(size)
+        baseline = None
+        for name, extra in variants:
+            spec = {
+                "kind": "dcgan",
+                "compile": False,
+                "size": size,
+                "steps": args.steps,
+                "warmup": args.warmup,
+                **extra,
+            }
+            if spec.get("compile"):
+                spec["warmup"] = max(args.warmup, 3)
+            result = run_isolated(spec)
+            if "error" in result:
+                rows.append([f"{size}x{size}", name, "failed: " + result["error"][:60], "", "", "", ""])
+                continue
+            baseline = baseline or result["img_per_s"]
+            peak = peak_bf16 if extra.get("precision") == "bf16" else peak_fp32
+            rows.append([
+                f"{size}x{size}", name, f"{result['img_per_s']:.0f}", f"{result['img_per_s'] / baseline:.2f}x",
+                f"{flops / 1e9:.2f}", f"{result['img_per_s'] * flops / peak:.0%}", f"{result['peak_mb']:.0f}",
+            ])  # fmt: skip
+            print(f"  {size}x{size} {name}: {result['img_per_s']:.0f} img/s", file=sys.stderr, flush=True)
+        rows.append(
+            [f"{size}x{size}", "bf16 limit implied by the matmul peak", f"{peak_bf16 / flops:.0f}", "", "", "", ""]
+        )
+        rows.append(
+            [f"{size}x{size}", "sampling (fp32, eval mode, batch 256)", f"{sampling_rate(size):.0f}", "", "", "", ""]
+        )
+        rows.append(
+            [f"{size}x{size}", "data pipeline (uint8 -> [-1, 1] batches)", f"{data_rate(size):.0f}", "", "", "", ""]
+        )
+    header = ["size", "configuration", "img/s", "vs reference", "GFLOP/img", "of matmul peak", "peak MB"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
