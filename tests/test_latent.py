@@ -144,6 +144,7 @@ def test_label_groups_read_utkface_names(tmp_path: Path) -> None:
     women, men = label_groups(tmp_path, 1, ["1", "0"])
     assert [p.name for p in women] == ["30_1_2_y.jpg.chip.jpg", "40_1_0_z.jpg.chip.jpg"]
     assert [p.name for p in men] == ["20_0_1_x.jpg.chip.jpg"]
+    assert [p.name for p in label_groups(tmp_path, 1, ["1"], limit=1)[0]] == ["30_1_2_y.jpg.chip.jpg"]
     with pytest.raises(DataError, match="'7'"):
         label_groups(tmp_path, 1, ["7"])
 

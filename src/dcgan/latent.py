@@ -207,9 +207,10 @@ def arithmetic_figure(result: ArithmeticResult) -> Image.Image:
     """The paper's Figure 7 layout: three columns (A, B, C) of exemplars with their mean's sample below, the
     signs between them, the result and its noisy neighbours as a 3x3 grid, and the pixel-space sum beside it."""
     columns = []
-    for name in "abc":
-        stack = torch.cat([result.exemplar_images[name], result.mean_images["abc".index(name)][None]])
-        columns.append(labelled(grid_image(stack, nrow=1), name.upper()))
+    for i, name in enumerate("abc"):
+        exemplars = grid_image(result.exemplar_images[name], nrow=1)
+        mean = labelled(grid_image(result.mean_images[i][None], nrow=1), "mean z")
+        columns.append(labelled(vstack([exemplars, mean], gap=6), name.upper()))
     images = result.result_images
     tiles = torch.cat([images[1:5], images[:1], images[5:9]]) if images.shape[0] >= 9 else images
     columns.insert(1, _sign("-", columns[0].height))
@@ -264,7 +265,7 @@ def label_groups(folder: str | Path, field: int, values: Sequence[str], limit: i
     """Image files of a labelled folder, grouped by a `_`-separated field of their names, one list per value.
 
     UTKFace names read `AGE_GENDER_RACE_DATE.jpg.chip.jpg`: field 1 is gender (0 male, 1 female), field 2 race.
-    Files are sorted by name, and each group is cut to its first `limit` files.
+    Files are sorted by name, and a group larger than `limit` keeps `limit` files evenly spread over that order.
 
     Raises:
         DataError: the folder is missing or a value matches no file.
@@ -280,7 +281,8 @@ def label_groups(folder: str | Path, field: int, values: Sequence[str], limit: i
         match = [f for f in files if len(parts := f.name.split("_")) > field and parts[field] == value]
         if not match:
             raise DataError(f"No file in {folder} has {value!r} as field {field} of its name (fields split by '_').")
-        groups.append(match[:limit] if limit else match)
+        step = max(1, len(match) // limit) if limit else 1  # spread over the sorted names: ages 1 to 116, not 1 to 10
+        groups.append(match[::step][:limit] if limit else match)
     return groups
 
 
@@ -336,6 +338,17 @@ def vstack(panels: Sequence[Image.Image], gap: int = 4) -> Image.Image:
     for panel in panels:
         out.paste(panel.convert("RGB"), (0, y))
         y += panel.height + gap
+    return out
+
+
+def row_labelled(panel: Image.Image, labels: Sequence[str], row_height: int, top: int = 0) -> Image.Image:
+    """A panel with a text label left of each row (rows `row_height` pixels apart, starting `top` down)."""
+    width = 8 + 6 * max(len(label) for label in labels)
+    out = Image.new("RGB", (panel.width + width, panel.height), (255, 255, 255))
+    draw = ImageDraw.Draw(out)
+    for i, label in enumerate(labels):
+        draw.text((2, top + i * row_height + row_height // 2 - 6), label, fill=(0, 0, 0))
+    out.paste(panel.convert("RGB"), (width, 0))
     return out
 
 

@@ -124,7 +124,7 @@ def run_find_filters(args: argparse.Namespace) -> int:
 def run_guided_backprop(args: argparse.Namespace) -> int:
     from dcgan.checkpoint import load_discriminator
     from dcgan.inspection import gradient_images, guided_backprop, out_channels, parse_filters
-    from dcgan.latent import hstack, labelled
+    from dcgan.latent import hstack, labelled, row_labelled
     from dcgan.models import Discriminator
     from dcgan.sample import generate, grid_image, latents
 
@@ -147,7 +147,9 @@ def run_guided_backprop(args: argparse.Namespace) -> int:
         panels.append(labelled(grid_image(grads, args.top), name))
         results[name] = {"samples": found.indices, "strengths": found.strengths}
         if name == "trained D":
-            panels.insert(0, labelled(grid_image(images[found.indices.flatten()].cpu(), args.top), "top samples"))
+            top = grid_image(images[found.indices.flatten()].cpu(), args.top)
+            rows = [f"f{f}" for f in features]
+            panels.insert(0, labelled(row_labelled(top, rows, generator.image_size + 2, 2), "top samples"))
     args.out.mkdir(parents=True, exist_ok=True)
     hstack(panels, gap=8).save(args.out / "guided_backprop.png")
     write_record(
