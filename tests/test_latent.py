@@ -106,6 +106,8 @@ def test_ids_name_sheet_numbers_z_files_and_images(tmp_path: Path) -> None:
     assert found.sources[0] == "sheet 12 (seed 7)"
     with pytest.raises(ConfigError, match="neither a sheet number"):
         resolve_ids("12,nope", 8, "uniform", 7)
+    with pytest.raises(ConfigError, match="too large"):
+        resolve_ids("100000", 8, "uniform", 7)
     with pytest.raises(ConfigError, match="empty item"):
         resolve_ids("12,,3", 8, "uniform", 7)
     with pytest.raises(ConfigError, match="projection"):

@@ -39,6 +39,17 @@ def test_projection_reduces_error_against_the_starting_z(tiny_g: Generator) -> N
     torch.testing.assert_close(again.sub(target).pow(2).flatten(1).mean(1), result.error, atol=1e-5, rtol=1e-4)
 
 
+def test_projection_leaves_the_generator_as_it_found_it(tiny_g: Generator) -> None:
+    tiny_g.train()
+    tiny_g.blocks[0].requires_grad_(False)
+    project(tiny_g, generate(tiny_g, latents(1, 8, "uniform", seed=0)), steps=2, restarts=1)
+    assert tiny_g.training and [p.requires_grad for p in tiny_g.parameters()][:3] == [False] * 3
+    assert all(p.requires_grad for p in tiny_g.blocks[1:].parameters()) and all(
+        p.grad is None for p in tiny_g.parameters()
+    )
+    tiny_g.requires_grad_(True).eval()
+
+
 def test_feature_loss_also_reduces_pixel_error(tiny_g: Generator) -> None:
     torch.manual_seed(1)
     d = Discriminator(16, 1, ndf=8).eval()

@@ -21,6 +21,8 @@ from dcgan.models import Generator
 from dcgan.sample import generate, grid_image, latents
 
 METHODS = ("linear", "slerp")
+#: Sheet numbers name the first latents of a seed; this bounds the memory drawing them takes.
+MAX_SHEET = 100_000
 
 # ----------------------------------------------------------------------------------------------- interpolation
 
@@ -128,6 +130,8 @@ def resolve_ids(spec: str, nz: int, prior: str, seed: int, project: Projector | 
     if not spec.strip() or any(not item for item in items):
         raise ConfigError(f"IDS {spec!r} has an empty item; give comma-separated sheet numbers or files.")
     numbers = [int(item) for item in items if item.isdigit()]
+    if numbers and max(numbers) >= MAX_SHEET:
+        raise ConfigError(f"Sheet number {max(numbers)} is too large; sheet numbers go up to {MAX_SHEET - 1}.")
     sheet = latents(max(numbers) + 1, nz, prior, seed) if numbers else torch.empty(0, nz)
     parts: list[torch.Tensor] = []
     sources: list[str] = []

@@ -8,7 +8,8 @@ small convolutional E: x -> z on G's own samples, whose guess is a better first 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,10 +134,39 @@ def project(
         raise ConfigError(f"Projection needs steps >= 1 and restarts >= 1, got {steps} and {restarts}.")
     if feature_weight > 0 and discriminator is None:
         raise ConfigError("A feature loss needs the run's discriminator.")
+    with _frozen(generator, discriminator):
+        return _project(generator, images, prior, steps, restarts, lr, discriminator, feature_weight, encoder, seed)
+
+
+@contextmanager
+def _frozen(*modules: nn.Module | None) -> Iterator[None]:
+    """Modules in eval mode with no weight gradients (only z is optimised), restored afterwards."""
+    present = [m for m in modules if m is not None]
+    saved = [([p.requires_grad for p in m.parameters()], m.training) for m in present]
+    for m in present:
+        m.eval().requires_grad_(False)
+    try:
+        yield
+    finally:
+        for m, (flags, training) in zip(present, saved):
+            for p, flag in zip(m.parameters(), flags):
+                p.requires_grad_(flag)
+            m.train(training)
+
+
+def _project(
+    generator: Generator,
+    images: torch.Tensor,
+    prior: str,
+    steps: int,
+    restarts: int,
+    lr: float,
+    discriminator: Discriminator | None,
+    feature_weight: float,
+    encoder: Encoder | None,
+    seed: int,
+) -> Projection:
     device = next(generator.parameters()).device
-    generator.eval().requires_grad_(False)
-    if discriminator is not None:
-        discriminator.eval().requires_grad_(False)
     n = images.shape[0]
     target = images.to(device).float().repeat(restarts, 1, 1, 1)  # start r of image i is row r * n + i
     z = sample_prior(n * restarts, generator.nz, prior, torch.Generator().manual_seed(seed)).to(device)
@@ -173,9 +203,6 @@ def project(
         rows = best * n + torch.arange(n, device=device)
         z_best = z.detach()[rows]
         reconstructions = generator(z_best).float().cpu()
-    generator.requires_grad_(True)
-    if discriminator is not None:
-        discriminator.requires_grad_(True)
     return Projection(
         z_best.cpu(), reconstructions, start.min(0).values.cpu(), final[best, torch.arange(n)].cpu(), steps, restarts
     )
