@@ -1,0 +1,35 @@
+"""`dcgan export`: the generator of a run as ONNX, TorchScript or safetensors, for serving elsewhere."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    from dcgan.export import FORMATS
+
+    p = sub.add_parser("export", help="write the generator as ONNX, TorchScript or safetensors")
+    p.add_argument("run", type=Path, metavar="RUN_DIR|CHECKPOINT")
+    p.add_argument("--format", choices=FORMATS, required=True, help="onnx, torchscript or safetensors")
+    p.add_argument("--out", type=Path, required=True, help="the file to write")
+    p.add_argument("--no-ema", action="store_true", help="export the raw generator even if an EMA copy exists")
+    p.set_defaults(func=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from dcgan.checkpoint import config_of, load, load_generator, resolve
+    from dcgan.export import export_generator
+
+    path = resolve(args.run)
+    config = config_of(load(path))
+    generator = load_generator(path, ema=not args.no_ema)
+    out = export_generator(generator, args.format, args.out, prior=config.prior)
+    size = out.stat().st_size / 2**20
+    print(
+        f"Wrote the generator of {path} as {args.format} to {out} ({size:.1f} MB): "
+        f"z (batch, {generator.nz}) {config.prior} -> images (batch, {generator.channels}, "
+        f"{generator.image_size}, {generator.image_size}) in [-1, 1]."
+    )
+    return 0

@@ -1,0 +1,122 @@
+"""The generator, exported for serving elsewhere: ONNX (onnxruntime, browsers, C++), TorchScript (libtorch) or
+safetensors (the weights and the few numbers that rebuild `Generator`, for any framework that can read them).
+
+Every format takes z of shape (batch, nz), any batch size, and gives images (batch, channels, size, size) in
+[-1, 1]; nothing but the generator leaves the checkpoint (no discriminator, no optimiser state).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+from dcgan.errors import CheckpointError, ConfigError
+from dcgan.models import Generator
+
+FORMATS = ("onnx", "torchscript", "safetensors")
+
+#: safetensors metadata keys; values are strings, as the format requires.
+_META_KEYS = ("image_size", "channels", "nz", "ngf")
+
+
+def export_generator(generator: Generator, fmt: str, out: str | Path, *, prior: str = "uniform") -> Path:
+    """Write `generator` (in eval mode) to `out` as `fmt`; returns the path written.
+
+    Args:
+        generator: a trained G, e.g. from `dcgan.checkpoint.load_generator`.
+        fmt: "onnx" (input "z", output "images", any batch size; needs the packages `onnx` and `onnxscript`),
+            "torchscript" (a traced module for `torch.jit.load`) or "safetensors" (weights plus metadata).
+        out: the file to write; its folder is created. The file is written whole or not at all.
+        prior: the run's latent prior, recorded with the weights ("uniform" on [-1, 1] or "normal").
+
+    Raises:
+        ConfigError: an unknown format, or the ONNX exporter's packages are not installed.
+    """
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}.")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    generator = generator.cpu().eval()
+    example = torch.zeros(2, generator.nz)
+    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        if fmt == "onnx":
+            _export_onnx(generator, example, tmp)
+        elif fmt == "torchscript":
+            with warnings.catch_warnings():  # torch 2.9+ calls TorchScript deprecated; libtorch still loads it
+                warnings.simplefilter("ignore", category=DeprecationWarning)
+                warnings.filterwarnings("ignore", message=".*deprecated.*")
+                traced = torch.jit.trace(generator, example)
+            traced.save(str(tmp))
+        else:
+            from safetensors.torch import save_file
+
+            weights = {k: v.detach().contiguous() for k, v in generator.state_dict().items()}
+            meta = {key: str(getattr(generator, key)) for key in _META_KEYS} | {"prior": prior, "format": "dcgan-G"}
+            save_file(weights, str(tmp), metadata=meta)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def _export_onnx(generator: Generator, example: torch.Tensor, path: Path) -> None:
+    try:
+        import onnx  # noqa: F401  (the exporter needs both; say so before it fails deep inside)
+        import onnxscript  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(
+            f"ONNX export needs the packages onnx and onnxscript ({exc.name} is missing): pip install onnx onnxscript."
+        ) from exc
+    if not hasattr(torch.onnx, "ONNXProgram"):  # torch < 2.5 has only the TorchScript-based exporter
+        torch.onnx.export(
+            generator, (example,), str(path), input_names=["z"], output_names=["images"], opset_version=17,
+            dynamic_axes={"z": {0: "batch"}, "images": {0: "batch"}},
+        )  # fmt: skip
+        return
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    program = torch.onnx.export(
+        generator,
+        (example,),
+        input_names=["z"],
+        output_names=["images"],
+        dynamic_shapes={"z": {0: batch}},
+        dynamo=True,
+        verbose=False,
+    )
+    assert program is not None
+    program.save(str(path), external_data=False)  # one self-contained file: G is far below ONNX's 2 GB limit
+
+
+def load_safetensors_generator(path: str | Path) -> tuple[Generator, str]:
+    """A `Generator` (eval mode) and its prior from a file written by `export_generator(..., "safetensors")`.
+
+    Raises:
+        CheckpointError: the file is missing, not safetensors, or not a dcgan generator.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"No such safetensors file: {path}.")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            weights = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118  (safe_open has no __iter__)
+    except (SafetensorError, OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path} is not a safetensors file ({type(exc).__name__}).") from exc
+    if meta.get("format") != "dcgan-G" or not all(meta.get(k, "").isdigit() for k in _META_KEYS):
+        raise CheckpointError(f"{path} is not a dcgan generator export (its metadata lacks {', '.join(_META_KEYS)}).")
+    generator = Generator(*(int(meta[k]) for k in _META_KEYS))
+    try:
+        generator.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise CheckpointError(f"The weights in {path} do not fit the generator its metadata describes.") from exc
+    return generator.eval(), meta.get("prior", "uniform")

@@ -1,0 +1,221 @@
+"""What the web page asks of a trained generator, without the web: sample sheets, arithmetic, walks, directions,
+dropped filters and projected uploads, each checked and turned into PNGs the page can show.
+
+One `Explorer` serves every request of a server. Requests run on many threads, but the generator is shared and
+filter dropping works by hooking it, so every use of it holds `lock`; a projection (hundreds of gradient steps)
+runs on its own copy under its own lock, so sample sheets stay quick while an upload is being projected.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import io
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from dcgan.errors import ConfigError, DataError
+from dcgan.inspection import drop_filters, num_filters
+from dcgan.latent import attribute_direction, interpolate, numbered_sheet, save_z, vector_arithmetic
+from dcgan.models import Generator
+from dcgan.projection import project
+from dcgan.sample import generate, grid_image, latents, to_uint8
+
+#: Largest upload accepted for projection, and the largest image (in pixels) Pillow is asked to decode.
+MAX_UPLOAD_BYTES = 5 * 2**20
+MAX_UPLOAD_PIXELS = 40_000_000
+UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
+
+
+def png(image: Image.Image) -> str:
+    """A PIL image as a `data:image/png;base64,...` URL, which an <img> shows and a link downloads."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)  # fast: the page asks for dozens at a time
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def image_of(sample: torch.Tensor) -> Image.Image:
+    """One generated image (C, S, S) in [-1, 1] as a PIL image (grey for one channel)."""
+    array = to_uint8(sample).permute(1, 2, 0).numpy()
+    return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+
+
+def pngs(images: torch.Tensor) -> list[str]:
+    return [png(image_of(x)) for x in images]
+
+
+def npy_bytes(z: torch.Tensor) -> bytes:
+    """z (n, nz) as the bytes of the `.npy` file `dcgan.latent.save_z` writes (and `load_z` reads back)."""
+    with tempfile.TemporaryDirectory() as folder:
+        return save_z(z, Path(folder) / "z.npy").read_bytes()
+
+
+def read_upload(data: bytes, image_size: int, channels: int) -> torch.Tensor:
+    """Uploaded bytes -> one image (1, C, S, S) in [-1, 1], resized and centre-cropped like the training data.
+
+    Raises:
+        DataError: the upload is empty, too large, not an image Pillow decodes, or absurdly many pixels.
+    """
+    from dcgan.data.transform import pil_to_array
+
+    if not data:
+        raise DataError("The upload is empty.")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise DataError(f"The upload is {len(data) / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB.")
+    try:
+        with Image.open(io.BytesIO(data), formats=UPLOAD_FORMATS) as image:
+            if image.width * image.height > MAX_UPLOAD_PIXELS:
+                raise DataError(f"The image is {image.width}x{image.height} pixels; the limit is 40 megapixels.")
+            array = pil_to_array(image, image_size, channels)
+    except DataError:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        formats = ", ".join(UPLOAD_FORMATS)
+        raise DataError(f"The upload is not an image that can be read ({formats}; {type(exc).__name__}).") from exc
+    return torch.tensor(array)[None].float().div(127.5).sub(1)
+
+
+@dataclass
+class Explorer:
+    """A trained generator and the facts the page shows about it; every method is safe to call from many threads."""
+
+    generator: Generator
+    prior: str
+    step: int = 0
+    name: str = "generator"
+
+    def __post_init__(self) -> None:
+        # channels-last convolutions run about 1.5x faster on CPU (oneDNN); the numbers agree to float rounding
+        self.generator = self.generator.cpu().eval().to(memory_format=torch.channels_last)
+        self.lock = threading.Lock()
+        self.projection_lock = threading.Lock()
+        self._projector = copy.deepcopy(self.generator)  # projection toggles requires_grad; never on the shared G
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, *, ema: bool = True) -> Explorer:
+        """The explorer of a run folder (its newest checkpoint) or a checkpoint file."""
+        from dcgan.checkpoint import config_of, load, load_generator, resolve
+
+        path = resolve(path)
+        state = load(path)
+        generator = load_generator(path, ema=ema)
+        return cls(generator, config_of(state).prior, int(state["step"]), f"{path.parent.parent.name}/{path.name}")
+
+    # ------------------------------------------------------------------------------------------- checks
+
+    @property
+    def layers(self) -> list[int]:
+        """Filter counts of G's hidden layers (index = layer number), the ones whose filters can be dropped."""
+        return [num_filters(self.generator, layer) for layer in range(len(self.generator.blocks) - 1)]
+
+    def vectors(self, rows: list[list[float]], what: str) -> torch.Tensor:
+        """Rows of numbers -> (n, nz) float tensor, or a ConfigError naming `what` and what was wrong."""
+        nz = self.generator.nz
+        if not rows:
+            raise ConfigError(f"{what} is empty; it needs at least one latent vector.")
+        bad = [len(row) for row in rows if len(row) != nz]
+        if bad:
+            raise ConfigError(f"{what} holds a vector of length {bad[0]}; this generator takes vectors of {nz}.")
+        return torch.tensor(rows, dtype=torch.float32)
+
+    def _generate(self, z: torch.Tensor) -> torch.Tensor:
+        with self.lock:
+            return generate(self.generator, z)
+
+    # ------------------------------------------------------------------------------------------- results
+
+    def info(self) -> dict[str, Any]:
+        g = self.generator
+        return {
+            "name": self.name, "step": self.step, "prior": self.prior, "nz": g.nz,
+            "image_size": g.image_size, "channels": g.channels, "layers": self.layers,
+        }  # fmt: skip
+
+    def sheet(self, seed: int, start: int, n: int) -> dict[str, Any]:
+        """Samples start .. start+n-1 of the seed's sheet: the same numbers `dcgan sample --seed` gives."""
+        z = latents(start + n, self.generator.nz, self.prior, seed)[start:]
+        images = self._generate(z)
+        return {"seed": seed, "start": start, "z": z.tolist(), "images": pngs(images)}
+
+    def sheet_png(self, seed: int, start: int, n: int) -> str:
+        """The numbered sheet (each image's sheet number drawn on it), as one PNG."""
+        z = latents(start + n, self.generator.nz, self.prior, seed)[start:]
+        return png(numbered_sheet(self._generate(z), start=start))
+
+    def arithmetic(
+        self, a: list[list[float]], b: list[list[float]], c: list[list[float]], noise: float, seed: int
+    ) -> dict[str, Any]:
+        """mean(A) - mean(B) + mean(C) and 8 noisy neighbours (paper Figure 7)."""
+        from dcgan.latent import arithmetic_figure
+
+        za, zb, zc = (self.vectors(rows, f"Group {name}") for rows, name in ((a, "A"), (b, "B"), (c, "C")))
+        with self.lock:
+            result = vector_arithmetic(self.generator, za, zb, zc, noise=noise, n_noisy=8, seed=seed)
+        images = result.result_images
+        tiles = torch.cat([images[1:5], images[:1], images[5:9]])  # the result in the middle of a 3x3 grid
+        z = torch.cat([result.result[None], result.noisy])
+        return {
+            "result": png(image_of(images[0])),
+            "neighbours": pngs(images[1:]),
+            "means": pngs(result.mean_images),
+            "pixel_sum": png(image_of(result.pixel_result)),
+            "grid": png(grid_image(tiles, nrow=3)),
+            "figure": png(arithmetic_figure(result)),
+            "z": z.tolist(),
+        }
+
+    def walk(self, z0: list[float], z1: list[float], steps: int, method: str) -> dict[str, Any]:
+        """`steps` samples on the straight or spherical path from z0 to z1."""
+        ends = self.vectors([z0, z1], "The walk's end points")
+        path = interpolate(ends[0], ends[1], steps, method)
+        images = self._generate(path)
+        return {"images": pngs(images), "strip": png(grid_image(images, nrow=steps)), "z": path.tolist()}
+
+    def direction(
+        self, a: list[list[float]], b: list[list[float]], start: list[float], steps: int, span: float
+    ) -> dict[str, Any]:
+        """The start sample moved along mean(A) - mean(B) by amounts from -span to span (paper Figure 8)."""
+        za, zb = self.vectors(a, "Group A"), self.vectors(b, "Group B")
+        starts = self.vectors([start], "The start")
+        with self.lock:
+            result = attribute_direction(self.generator, za, zb, starts, steps=steps, span=span)
+        return {
+            "images": pngs(result.images),
+            "strip": png(grid_image(result.images, nrow=steps)),
+            "amounts": result.amounts.tolist(),
+            "z": result.z.tolist(),
+        }
+
+    def drop(self, rows: list[list[float]], layer: int, filters: list[int]) -> dict[str, Any]:
+        """G(z) with the given filters of `layer` switched off, next to G(z) with all of them on."""
+        z = self.vectors(rows, "z")
+        count = num_filters(self.generator, layer)
+        wrong = [f for f in filters if not 0 <= f < count]
+        if wrong:
+            raise ConfigError(f"Filter {wrong[0]} does not exist: layer {layer} has filters 0 to {count - 1}.")
+        with self.lock:  # the hook is on the shared G: no other request may run it meanwhile
+            dropped = drop_filters(self.generator, z, layer, sorted(set(filters)))
+            kept = generate(self.generator, z)
+        return {
+            "images": pngs(dropped), "original": pngs(kept),
+            "grid": png(grid_image(dropped)), "original_grid": png(grid_image(kept)),
+        }  # fmt: skip
+
+    def project_upload(self, data: bytes, steps: int, restarts: int, seed: int) -> dict[str, Any]:
+        """An uploaded image brought into z (`dcgan.projection.project`): the image as G sees it, G(z) and z."""
+        target = read_upload(data, self.generator.image_size, self.generator.channels)
+        with self.projection_lock:
+            found = project(self._projector, target, prior=self.prior, steps=steps, restarts=restarts, seed=seed)
+        return {
+            "target": png(image_of(target[0])),
+            "image": png(image_of(found.reconstructions[0])),
+            "pair": png(grid_image(torch.cat([target, found.reconstructions]), nrow=2)),
+            "error": float(found.error[0]),
+            "z": found.z.tolist(),
+        }

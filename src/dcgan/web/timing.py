@@ -1,0 +1,93 @@
+"""How fast the page's requests are answered: the real server on a free local port, timed over HTTP.
+
+`dcgan serve RUN --benchmark` prints the table; each request is made `repeats` times one after another and the
+median and fastest wall-clock times (request sent to answer read, JSON and PNGs included) are reported, with the
+CPU seconds the process spent per request (on a machine shared with other jobs, wall time exceeds the ideal).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import statistics
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from dcgan.sample import latents
+from dcgan.web.explorer import Explorer
+
+
+@dataclass
+class Timing:
+    request: str
+    median_ms: float
+    fastest_ms: float
+    cpu_s: float  # CPU seconds this process spent per request (all threads): the work, whatever the machine's load
+    response_kb: float
+
+
+def requests_to_time(explorer: Explorer) -> list[tuple[str, str, dict[str, Any]]]:
+    """(label, path, JSON body) of what the page asks most: a sheet of 64, arithmetic on 3+3+3, a 17-step walk,
+    a 17-step direction, and 16 samples with half of a layer's filters off."""
+    z = latents(64, explorer.generator.nz, explorer.prior, 0).tolist()
+    layer = len(explorer.layers) - 1
+    half = list(range(0, explorer.layers[layer], 2))
+    return [
+        ("sheet of 64", "/api/sheet", {"seed": 1, "n": 64}),
+        ("arithmetic (3+3+3, 9 results)", "/api/arithmetic", {"a": z[0:3], "b": z[3:6], "c": z[6:9]}),
+        ("walk, 17 steps (slerp)", "/api/walk", {"z0": z[0], "z1": z[1], "steps": 17, "method": "slerp"}),
+        ("direction, 17 steps", "/api/direction", {"a": z[0:3], "b": z[3:6], "start": z[9], "steps": 17}),
+        (f"16 samples, half of layer {layer}'s filters off", "/api/filters", {"z": z[:16], "layer": layer, "filters": half}),
+    ]  # fmt: skip
+
+
+def measure(explorer: Explorer, repeats: int = 5) -> list[Timing]:
+    """Serve `explorer` with uvicorn on 127.0.0.1 in a thread and time each request of `requests_to_time`."""
+    import uvicorn
+
+    from dcgan.web.server import create_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(explorer), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started and thread.is_alive():
+        time.sleep(0.05)
+    try:
+        results = []
+        for label, path, body in requests_to_time(explorer):
+            data = json.dumps(body).encode()
+            times, size, cpu = [], 0, 0.0
+            for i in range(repeats + 1):  # the first call warms up and is not counted
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}{path}", data, {"Content-Type": "application/json"}
+                )
+                start, start_cpu = time.perf_counter(), time.process_time()
+                with urllib.request.urlopen(request) as response:
+                    size = len(response.read())
+                times.append(time.perf_counter() - start)
+                cpu += (time.process_time() - start_cpu) if i else 0.0
+            times = times[1:]
+            median, fastest = statistics.median(times) * 1e3, min(times) * 1e3
+            results.append(Timing(label, median, fastest, cpu / repeats, size / 1024))
+        return results
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def table(timings: list[Timing]) -> str:
+    rows = [
+        f"| {'request':<44} | median ms | fastest ms | CPU s | answer KB |",
+        f"|{'-' * 46}|----------:|-----------:|------:|----------:|",
+    ]
+    rows += [
+        f"| {t.request:<44} | {t.median_ms:9.0f} | {t.fastest_ms:10.0f} | {t.cpu_s:5.2f} | {t.response_kb:9.0f} |"
+        for t in timings
+    ]
+    return "\n".join(rows)
