@@ -10,12 +10,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from dcgan.cli import main
 from dcgan.data import ImageData
 from dcgan.errors import CheckpointError, ConfigError
 from dcgan.metrics import LeNet, SmallCNN, fid_inception_v3, fit_extractor, load_features, save_extractor
 from dcgan.metrics.extractors import extractor_dir
 from dcgan.metrics.inception import WEIGHTS_FILE, InceptionExtractor, _BlockA, _BlockEMax
 from dcgan.metrics.inception import tv as torchvision_inception
+from tests.conftest import SHARED_DATA
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -165,3 +167,15 @@ def test_the_fid_blocks_pool_like_tensorflow() -> None:
     e_ours, e_theirs = _BlockEMax(8).eval(), torchvision_inception.InceptionE(8).eval()
     e_theirs.load_state_dict(e_ours.state_dict())
     assert not torch.allclose(e_ours(x)[:, -192:], e_theirs(x)[:, -192:])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED_DATA / "mnist").exists(), reason="needs ../shared/data/mnist")
+def test_cli_extractor_fit_then_list(cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = str(SHARED_DATA / "mnist")
+    assert main(["extractor", "fit", "--data", "mnist", "--data-root", root, "--epochs", "1", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "lenet-mnist: test accuracy" in printed and "--features lenet-mnist" in printed
+    assert float(load_features("lenet-mnist").meta["test_accuracy"]) > 0.8  # one epoch: far above chance (0.1)
+    assert main(["extractor", "list"]) == 0
+    assert "lenet-mnist" in capsys.readouterr().out

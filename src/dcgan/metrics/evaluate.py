@@ -47,23 +47,23 @@ class Evaluation:
         return path
 
     def table(self) -> str:
-        """A plain-text table: one row per value, with which way is better."""
+        """A plain-text table: one row per value, its spread where it has one, and which way is better."""
         ref = self.reference
+        accuracy = self.features.get("test_accuracy")
         lines = [
             f"reference: {ref['data']} {ref['split']} split, {ref['images']:,} images at "
             f"{ref['image_size']}x{ref['image_size']}x{ref['channels']}",
-            f"features:  {self.features['name']}" + (f" (test accuracy {self.features['test_accuracy']})"
-                                                     if self.features.get("test_accuracy") else ""),
+            f"features:  {self.features['name']}" + (f" (test accuracy {float(accuracy):.2%})" if accuracy else ""),
             "",
-            f"{'metric':<16}{'value':>12}  better",
-        ]  # fmt: skip
+            f"{'metric':<16}{'value':>12}{'±':>10}  better",
+        ]
         for name, value in self.values.items():
             if name.endswith("_std"):
                 continue
             std = self.values.get(f"{name}_std")
-            shown = f"{value:.4f}" if abs(value) < 1000 else f"{value:.1f}"
-            spread = f" ± {std:.4f}" if std is not None else ""
-            lines.append(f"{name:<16}{shown:>12}  {'lower' if self.lower_is_better[name] else 'higher'}{spread}")
+            spread = f"{std:.4f}" if std is not None else ""
+            better = "lower" if self.lower_is_better[name] else "higher"
+            lines.append(f"{name:<16}{value:>12.4f}{spread:>10}  {better}")
         return "\n".join(lines)
 
 

@@ -6,6 +6,7 @@ the test split is measured and saved with the weights, so a user can see how goo
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,18 @@ from dcgan.data import ImageData, load_images
 from dcgan.errors import ConfigError, DataError
 from dcgan.metrics.extractors import ARCHES, FeatureExtractor, extractor_dir, save_extractor
 
-#: Epochs by architecture: a few minutes each on two busy CPU cores.
-DEFAULT_EPOCHS = {"lenet": 3, "cnn": 4}
+#: Training length by architecture, in optimiser steps (rounded up to whole epochs): a few minutes on a CPU.
+DEFAULT_STEPS = {"lenet": 2000, "cnn": 1500}
 
 
 def default_arch(data: str) -> str:
     return "lenet" if data in ("mnist", "mnist5k", "fashion-mnist") else "cnn"
+
+
+def default_epochs(arch: str, train_images: int, batch_size: int) -> int:
+    """Enough whole epochs for about `DEFAULT_STEPS[arch]` steps: more passes over a small set than a large one."""
+    per_epoch = math.ceil(train_images / batch_size)
+    return max(1, math.ceil(DEFAULT_STEPS[arch] / per_epoch))
 
 
 @torch.no_grad()
@@ -119,7 +126,7 @@ def fit(
         data: `mnist`, `fashion-mnist`, `cifar10` (or any labelled set `load_images` reads with a test split).
         root: where the data set lives.
         arch: `lenet` (default for the digit sets) or `cnn` (default otherwise).
-        epochs: defaults to `DEFAULT_EPOCHS[arch]`.
+        epochs: defaults to about `DEFAULT_STEPS[arch]` steps' worth (`default_epochs`).
         out: the file to write; defaults to `<cache>/extractors/<arch>-<data>.safetensors`, the name
             `--features <arch>-<data>` looks up.
 
@@ -135,7 +142,8 @@ def fit(
     )  # fmt: skip
     train, test = load("train"), load("test")
     model, meta = fit_extractor(
-        train, test, arch=arch, epochs=epochs or DEFAULT_EPOCHS[arch], batch_size=batch_size, flip=arch == "cnn",
+        train, test, arch=arch, epochs=epochs or default_epochs(arch, len(train), batch_size), batch_size=batch_size,
+        flip=arch == "cnn",
         seed=seed, device=device, progress=progress,
     )  # fmt: skip
     path = Path(out) if out is not None else extractor_dir() / f"{model.name}.safetensors"
