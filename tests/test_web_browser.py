@@ -53,7 +53,8 @@ def explorer(request: pytest.FixtureRequest) -> Explorer:
 def server(explorer: Explorer) -> Iterator[str]:
     """`dcgan serve`'s app under uvicorn on a free local port, in a thread of this process."""
     port = free_port()
-    instance = uvicorn.Server(uvicorn.Config(create_app(explorer), host="127.0.0.1", port=port, log_level="warning"))
+    app = create_app(explorer, local_only=True)
+    instance = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=instance.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

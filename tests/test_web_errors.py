@@ -167,3 +167,17 @@ def test_twenty_concurrent_requests_do_not_corrupt_each_other(client: TestClient
     assert all(r.status_code == 200 for r in together)
     for want, got in zip(alone, together):
         assert [decode(s).tolist() for s in want["images"]] == [decode(s).tolist() for s in got.json()["images"]]
+
+
+def test_a_local_server_answers_only_requests_addressed_to_this_machine(explorer: Explorer) -> None:
+    app = create_app(explorer, local_only=True)
+    for base in ("http://127.0.0.1:8000", "http://localhost:8000", "http://[::1]:8000"):
+        assert TestClient(app, base_url=base).get("/api/info").status_code == 200
+    rebound = TestClient(app, base_url="http://attacker.example:8000")  # a DNS name pointed at 127.0.0.1
+    refused(rebound.get("/api/info"), 421, "127.0.0.1")
+    refused(rebound.post("/api/sheet", json={"seed": 1}), 421)
+
+
+def test_projection_work_is_bounded(client: TestClient) -> None:
+    files = {"file": ("x.png", png_bytes(), "image/png")}
+    refused(client.post("/api/project", files=files, data={"steps": "1000", "restarts": "8"}), 422, "steps x restarts")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import uuid
 import warnings
 from pathlib import Path
 
@@ -43,9 +43,7 @@ def export_generator(generator: Generator, fmt: str, out: str | Path, *, prior: 
     out.parent.mkdir(parents=True, exist_ok=True)
     generator = generator.cpu().eval()
     example = torch.zeros(2, generator.nz)
-    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")  # renamed over `out` once complete
     try:
         if fmt == "onnx":
             _export_onnx(generator, example, tmp)

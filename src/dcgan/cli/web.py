@@ -41,7 +41,9 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.benchmark:
         from dcgan.web.timing import measure, table
 
-        print(f"{explorer.name} (step {explorer.step}), {args.threads} CPU thread(s), 5 repeats after one warm-up:")
+        print(
+            f"{explorer.name} (step {explorer.step}), {args.threads} CPU thread(s); 5 timed calls after a warm-up, one projection:"
+        )
         print(table(measure(explorer)))
         return 0
     host = f"[{args.host}]" if ":" in args.host else args.host
@@ -55,5 +57,6 @@ def run_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-    uvicorn.run(create_app(explorer), host=args.host, port=args.port, log_level="warning")
+    app = create_app(explorer, local_only=is_local(args.host))
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

@@ -91,13 +91,19 @@ class NpyRequest(Strict):
     name: str = Field("z", pattern=r"^[A-Za-z0-9_-]{1,64}$")
 
 
-def create_app(explorer: Explorer) -> FastAPI:
-    """The FastAPI app serving the page for `explorer`'s generator; run it with uvicorn (`dcgan serve` does)."""
+def create_app(explorer: Explorer, *, local_only: bool = False) -> FastAPI:
+    """The FastAPI app serving the page for `explorer`'s generator; run it with uvicorn (`dcgan serve` does).
+
+    With `local_only`, requests must name this machine in their Host header (127.0.0.1, localhost or [::1]), so
+    that a web page elsewhere cannot reach the server through a DNS name that it points at 127.0.0.1.
+    """
     app = FastAPI(title="dcgan explorer", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
     app.state.explorer = explorer
 
     @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Response:
+    async def guard(request: Request, call_next: Any) -> Response:
+        if local_only and not is_local(host_name(request.headers.get("host", ""))):
+            return error(421, "This server answers only requests addressed to 127.0.0.1 or localhost.")
         if request.method == "POST":
             length = request.headers.get("content-length")
             if length is None or not length.isdigit():
@@ -164,6 +170,10 @@ def create_app(explorer: Explorer) -> FastAPI:
         kind = (file.content_type or "").split(";")[0].strip().lower()
         if not (kind.startswith("image/") or kind in ("", "application/octet-stream")):
             raise HTTPException(415, f"The upload is {kind}; send an image (PNG, JPEG, WebP, GIF, BMP or TIFF).")
+        if steps * restarts > MAX_PROJECT_STEPS * 2:
+            raise HTTPException(
+                422, f"steps x restarts must be at most {MAX_PROJECT_STEPS * 2}, got {steps * restarts}."
+            )
         data = file.file.read(MAX_UPLOAD_BYTES + 1)
         if len(data) > MAX_UPLOAD_BYTES:
             raise HTTPException(413, f"The upload is over {MAX_UPLOAD_BYTES // 2**20} MB, the limit.")
@@ -187,6 +197,13 @@ def describe(problem: Any) -> str:
     where = ".".join(str(part) for part in problem.get("loc", ()) if part not in ("body", "query", "path"))
     message = str(problem.get("msg", "is invalid")).removeprefix("Value error, ")
     return f"{where}: {message}" if where else message
+
+
+def host_name(header: str) -> str:
+    """The host of a Host header, without its port: "127.0.0.1:8000" -> "127.0.0.1", "[::1]:80" -> "::1"."""
+    if header.startswith("["):
+        return header[1:].partition("]")[0]
+    return header.rpartition(":")[0] if header.count(":") == 1 else header
 
 
 def is_local(host: str) -> bool:

@@ -7,6 +7,7 @@ CPU seconds the process spent per request (on a machine shared with other jobs, 
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 import statistics
@@ -14,10 +15,11 @@ import threading
 import time
 import urllib.request
 from dataclasses import dataclass
-from typing import Any
 
-from dcgan.sample import latents
-from dcgan.web.explorer import Explorer
+import torch
+
+from dcgan.sample import generate, latents
+from dcgan.web.explorer import Explorer, image_of
 
 
 @dataclass
@@ -29,19 +31,33 @@ class Timing:
     response_kb: float
 
 
-def requests_to_time(explorer: Explorer) -> list[tuple[str, str, dict[str, Any]]]:
-    """(label, path, JSON body) of what the page asks most: a sheet of 64, arithmetic on 3+3+3, a 17-step walk,
-    a 17-step direction, and 16 samples with half of a layer's filters off."""
+#: (label, path, body, content type, warm-up calls, timed calls): one request the page makes.
+Call = tuple[str, str, bytes, str, int, int]
+
+
+def requests_to_time(explorer: Explorer, repeats: int = 5) -> list[Call]:
+    """What the page asks most: a sheet of 64, arithmetic on 3+3+3, a 17-step walk, a 17-step direction, 16
+    samples with half of a layer's filters off (each once to warm up, then `repeats` times), and one projection
+    of an upload (100 steps, 2 restarts; timed once: it is seconds, not milliseconds)."""
     z = latents(64, explorer.generator.nz, explorer.prior, 0).tolist()
     layer = len(explorer.layers) - 1
     half = list(range(0, explorer.layers[layer], 2))
-    return [
+    json_calls = [
         ("sheet of 64", "/api/sheet", {"seed": 1, "n": 64}),
         ("arithmetic (3+3+3, 9 results)", "/api/arithmetic", {"a": z[0:3], "b": z[3:6], "c": z[6:9]}),
         ("walk, 17 steps (slerp)", "/api/walk", {"z0": z[0], "z1": z[1], "steps": 17, "method": "slerp"}),
         ("direction, 17 steps", "/api/direction", {"a": z[0:3], "b": z[3:6], "start": z[9], "steps": 17}),
         (f"16 samples, half of layer {layer}'s filters off", "/api/filters", {"z": z[:16], "layer": layer, "filters": half}),
     ]  # fmt: skip
+    calls: list[Call] = [(label, path, json.dumps(body).encode(), "application/json", 1, repeats) for label, path, body in json_calls]  # fmt: skip
+    image = io.BytesIO()
+    image_of(generate(explorer.generator, torch.tensor(z[10:11]))[0]).save(image, format="PNG")
+    boundary = "dcgan-timing-boundary"
+    fields = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n' for k, v in (("steps", 100), ("restarts", 2))]  # fmt: skip
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="sample.png"\r\nContent-Type: image/png\r\n\r\n'
+    body = "".join(fields).encode() + head.encode() + image.getvalue() + f"\r\n--{boundary}--\r\n".encode()
+    calls.append(("projection of an upload (100 steps, 2 restarts)", "/api/project", body, f"multipart/form-data; boundary={boundary}", 0, 1))  # fmt: skip
+    return calls
 
 
 def measure(explorer: Explorer, repeats: int = 5) -> list[Timing]:
@@ -60,21 +76,18 @@ def measure(explorer: Explorer, repeats: int = 5) -> list[Timing]:
         time.sleep(0.05)
     try:
         results = []
-        for label, path, body in requests_to_time(explorer):
-            data = json.dumps(body).encode()
+        for label, path, data, kind, warm_up, timed in requests_to_time(explorer, repeats):
             times, size, cpu = [], 0, 0.0
-            for i in range(repeats + 1):  # the first call warms up and is not counted
-                request = urllib.request.Request(
-                    f"http://127.0.0.1:{port}{path}", data, {"Content-Type": "application/json"}
-                )
+            for i in range(warm_up + timed):  # warm-up calls are not counted
+                request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data, {"Content-Type": kind})
                 start, start_cpu = time.perf_counter(), time.process_time()
                 with urllib.request.urlopen(request) as response:
                     size = len(response.read())
-                times.append(time.perf_counter() - start)
-                cpu += (time.process_time() - start_cpu) if i else 0.0
-            times = times[1:]
+                if i >= warm_up:
+                    times.append(time.perf_counter() - start)
+                    cpu += time.process_time() - start_cpu
             median, fastest = statistics.median(times) * 1e3, min(times) * 1e3
-            results.append(Timing(label, median, fastest, cpu / repeats, size / 1024))
+            results.append(Timing(label, median, fastest, cpu / timed, size / 1024))
         return results
     finally:
         server.should_exit = True
@@ -83,11 +96,11 @@ def measure(explorer: Explorer, repeats: int = 5) -> list[Timing]:
 
 def table(timings: list[Timing]) -> str:
     rows = [
-        f"| {'request':<44} | median ms | fastest ms | CPU s | answer KB |",
-        f"|{'-' * 46}|----------:|-----------:|------:|----------:|",
+        f"| {'request':<48} | median ms | fastest ms | CPU s | answer KB |",
+        f"|{'-' * 50}|----------:|-----------:|------:|----------:|",
     ]
     rows += [
-        f"| {t.request:<44} | {t.median_ms:9.0f} | {t.fastest_ms:10.0f} | {t.cpu_s:5.2f} | {t.response_kb:9.0f} |"
+        f"| {t.request:<48} | {t.median_ms:9.0f} | {t.fastest_ms:10.0f} | {t.cpu_s:5.2f} | {t.response_kb:9.0f} |"
         for t in timings
     ]
     return "\n".join(rows)
