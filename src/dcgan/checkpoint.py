@@ -174,7 +174,9 @@ def load_generator(path: str | Path, *, ema: bool = True, device: str | torch.de
     config = config_of(state)
     channels = int(state.get("channels") or config.channels or 3)
     g = Generator(config.image_size, channels, config.nz, config.ngf)
-    weights = state.get("generator_ema") if ema and state.get("generator_ema") else state["generator"]
+    weights: dict[str, torch.Tensor] = (
+        state["generator_ema"] if ema and state.get("generator_ema") else state["generator"]
+    )
     load_state_dict(g, weights, "generator", path)
     g.prior = config.prior  # type: ignore[assignment]
     return g.to(device).eval()
@@ -194,7 +196,7 @@ def load_discriminator(path: str | Path, *, device: str | torch.device = "cpu") 
 
 def rng_state() -> dict[str, Any]:
     """Every global RNG's state, as tensors and primitives only (no pickled NumPy objects)."""
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()
     return {
         "python": random.getstate(),
         "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],

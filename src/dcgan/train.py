@@ -122,8 +122,8 @@ class Trainer:
         self.G, self.D = ckpt.build_models(config, self.channels)
         memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         self.memory_format = memory_format
-        self.G.to(self.device, memory_format=memory_format)
-        self.D.to(self.device, memory_format=memory_format)
+        self.G.to(self.device).to(memory_format=memory_format)
+        self.D.to(self.device).to(memory_format=memory_format)
         if config.sync_batchnorm and self.device.type != "cuda":
             raise ConfigError("--sync-batchnorm needs GPUs: PyTorch's SyncBatchNorm does not run on CPU processes.")
         if self.dist.enabled and config.sync_batchnorm:
@@ -327,7 +327,8 @@ class Trainer:
     @torch.no_grad()
     def _update_ema(self) -> None:
         assert self.G_ema is not None
-        ema_params, params = list(self.G_ema.parameters()), list(self.G.parameters())
+        ema_params: list[torch.Tensor] = list(self.G_ema.parameters())
+        params: list[torch.Tensor] = list(self.G.parameters())
         torch._foreach_lerp_(ema_params, params, 1.0 - self.config.ema)
         for ema_buffer, buffer in zip(self.G_ema.buffers(), self.G.buffers()):
             ema_buffer.copy_(buffer)
@@ -485,6 +486,7 @@ class Trainer:
 
     def _evaluate(self, writer: Any) -> None:
         """Score the sampling generator; log it; keep `checkpoints/best.pt` when it beats the best so far."""
+        assert self.evaluator is not None
         values = self.evaluator(self.sampling_generator())
         value = float(values[self.evaluator.key])
         self._append_metrics({"step": self.step, **values})

@@ -48,8 +48,8 @@ def load_cached(name: str) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any
     try:
         meta = json.loads((base.with_suffix(".json")).read_text())
         images_path = base.with_suffix(".images.npy")
-        mmap = "r" if images_path.stat().st_size > MMAP_BYTES else None
-        images = np.load(images_path, mmap_mode=mmap, allow_pickle=False)
+        big = images_path.stat().st_size > MMAP_BYTES
+        images = np.load(images_path, mmap_mode="r" if big else None, allow_pickle=False)
         labels_path = base.with_suffix(".labels.npy")
         labels = np.load(labels_path, allow_pickle=False) if labels_path.exists() else None
     except (OSError, ValueError, json.JSONDecodeError):

@@ -13,15 +13,17 @@ import pickle
 import struct
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, ClassVar
+from typing import IO, Any, ClassVar, cast
 
 import numpy as np
 
 from dcgan.errors import DataError
 
 
-def _open(path: Path) -> BinaryIO:
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+def _open(path: Path) -> IO[bytes]:
+    if path.suffix == ".gz":
+        return cast(IO[bytes], gzip.GzipFile(path, "rb"))
+    return open(path, "rb")
 
 
 def read_idx(path: Path) -> np.ndarray:
