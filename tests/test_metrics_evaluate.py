@@ -151,7 +151,8 @@ def test_cli_nearest_writes_the_picture_histogram_and_summary(tiny_run: Path, le
     argv = ["nearest", str(tiny_run), "--data", "mnist5k", "--features", str(lenet_file), "--out", str(out)]
     assert main([*argv, "--show", "3", "--k", "4", "--n", "40", "--quiet"]) == 0
     picture = Image.open(out / "nearest.png")
-    assert picture.size == (2 + 6 * 18, 2 + 3 * 18)  # 3 rows of: sample, gap, 4 neighbours (16px + 2px padding)
+    # 3 rows of: sample, gap, 4 neighbours (16 px + 2 px padding), enlarged 4 times to 64 px images
+    assert picture.size == (4 * (2 + 6 * 18), 4 * (2 + 3 * 18))
     assert (out / "nearest_distances.png").stat().st_size > 1000
     assert json.loads((out / "nearest.json").read_text())["samples"] == 40
 

@@ -52,6 +52,8 @@ class FeatureExtractor(nn.Module):
     """
 
     arch: str = "base"
+    #: Largest batch one forward pass takes, whatever the caller asks (Inception's 299px activations are large).
+    max_batch: int = 1024
     input_size: int
     in_channels: int
     feature_dim: int
@@ -99,7 +101,7 @@ class FeatureExtractor(nn.Module):
         was_training = self.training
         self.eval()
         feats, outs = [], []
-        for part in images.split(batch_size):
+        for part in images.split(min(batch_size, self.max_batch)):
             f, y = self(part)
             feats.append(f.float().cpu())
             if logits:

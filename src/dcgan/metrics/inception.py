@@ -82,6 +82,7 @@ class InceptionExtractor(FeatureExtractor):
     """The FID Inception as a `FeatureExtractor`: 2,048 pool features and 1,008 bias-free logits."""
 
     arch = "inception"
+    max_batch = 64
     input_size, in_channels, feature_dim, num_classes = 299, 3, 2048, 1008
 
     def __init__(self, net: tv.Inception3 | None = None) -> None:

@@ -116,8 +116,11 @@ def memorisation_check(
     return NearestResult(images[:show], train.images[idx[:show]], dist[:show], dist[:, 0], test_nearest)
 
 
-def save_nearest_figure(result: NearestResult, path: str | Path) -> Path:
-    """Rows of: a sample, a gap, then its nearest training images (nearest first)."""
+def save_nearest_figure(result: NearestResult, path: str | Path, scale: int | None = None) -> Path:
+    """Rows of: a sample, a gap, then its nearest training images (nearest first).
+
+    Small images are enlarged (nearest-neighbour, by `scale`; default: to at least 64 px) so they can be seen.
+    """
     from PIL import Image
 
     n, k = result.neighbours.shape[:2]
@@ -126,6 +129,8 @@ def save_nearest_figure(result: NearestResult, path: str | Path) -> Path:
     for i in range(n):
         tiles += [result.samples[i : i + 1], blank, result.neighbours[i]]
     grid = make_grid(torch.cat(tiles), nrow=k + 2, padding=2, pad_value=255)
+    scale = scale or max(1, 64 // int(result.samples.shape[-1]))
+    grid = grid.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2)
     array = grid.permute(1, 2, 0).numpy()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
