@@ -69,14 +69,14 @@ def projector(args: argparse.Namespace, generator: Any, prior: str) -> Any:
     """The function that brings image files into z with the command's projection options."""
     from dcgan.projection import fit_encoder, load_image_files, project
 
+    fitted: list[Any] = []  # the encoder, fitted once on first use and shared by every group of the command
+
     def run(paths: list[Path]) -> torch.Tensor:
         images = load_image_files(paths, generator.image_size, generator.channels)
         discriminator = _discriminator(args) if args.feature_weight > 0 else None
-        encoder = (
-            fit_encoder(generator, prior=prior, steps=args.encoder_steps, seed=args.seed)
-            if args.encoder_steps
-            else None
-        )
+        if args.encoder_steps and not fitted:
+            fitted.append(fit_encoder(generator, prior=prior, steps=args.encoder_steps, seed=args.seed))
+        encoder = fitted[0] if fitted else None
         result = project(
             generator, images, prior=prior, steps=args.project_steps, restarts=args.restarts, lr=args.project_lr,
             discriminator=discriminator, feature_weight=args.feature_weight, encoder=encoder, seed=args.seed,
