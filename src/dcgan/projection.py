@@ -20,6 +20,9 @@ from torch import nn
 from dcgan.errors import ConfigError, DataError
 from dcgan.models import Discriminator, Generator, sample_prior
 
+#: Added to the seed of projection's random starts and encoder samples, to keep them off the sheets' latents.
+SEED_OFFSET = 2**32
+
 
 @dataclass
 class Projection:
@@ -90,7 +93,7 @@ def fit_encoder(
     device = next(generator.parameters()).device
     encoder = Encoder(generator.image_size, generator.channels, generator.nz, prior=prior).to(device)
     opt = torch.optim.Adam(encoder.parameters(), lr=lr)
-    noise = torch.Generator(device).manual_seed(seed)
+    noise = torch.Generator(device).manual_seed(seed + SEED_OFFSET)
     generator.eval()
     for _ in range(steps):
         z = sample_prior(batch_size, generator.nz, prior, noise, device)
@@ -169,7 +172,9 @@ def _project(
     device = next(generator.parameters()).device
     n = images.shape[0]
     target = images.to(device).float().repeat(restarts, 1, 1, 1)  # start r of image i is row r * n + i
-    z = sample_prior(n * restarts, generator.nz, prior, torch.Generator().manual_seed(seed)).to(device)
+    # A stream apart from the sample sheets' (`latents(seed)`), so a start is never the very z of a sheet image.
+    starts = torch.Generator().manual_seed(seed + SEED_OFFSET)
+    z = sample_prior(n * restarts, generator.nz, prior, starts).to(device)
     if encoder is not None:
         with torch.no_grad():
             z[:n] = encoder(images.to(device).float())
