@@ -16,7 +16,18 @@ from collections.abc import Sequence
 from dcgan.errors import DcganError
 
 #: Sub-command modules under dcgan.cli, in the order `dcgan --help` lists them.
-COMMAND_MODULES = ["train", "sample", "latent", "inspection", "evaluate", "extractor", "probe", "web", "export"]
+COMMAND_MODULES = [
+    "train",
+    "sample",
+    "latent",
+    "inspection",
+    "evaluate",
+    "extractor",
+    "probe",
+    "dedup",
+    "web",
+    "export",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
