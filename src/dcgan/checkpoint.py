@@ -22,7 +22,7 @@ import torch
 
 from dcgan.config import TrainConfig
 from dcgan.errors import CheckpointError
-from dcgan.models import Discriminator, Generator
+from dcgan.models import Discriminator, Generator, recalibrate_batchnorm
 
 FORMAT = "dcgan-checkpoint"
 VERSION = 1
@@ -169,17 +169,26 @@ def load_state_dict(module: torch.nn.Module, weights: dict[str, torch.Tensor], w
 
 
 def load_generator(path: str | Path, *, ema: bool = True, device: str | torch.device = "cpu") -> Generator:
-    """The generator of a run folder or checkpoint, in eval mode (its EMA copy when there is one and `ema`)."""
+    """The generator of a run folder or checkpoint, in eval mode.
+
+    Args:
+        path: a run folder (its newest checkpoint) or a checkpoint file.
+        ema: use the evaluation copy the run saved: the EMA weights when it kept them (`--ema`), with batchnorm
+            statistics re-estimated for the final weights. False gives the raw training weights.
+        device: where to put it.
+    """
     state = load(path)
     config = config_of(state)
     channels = int(state.get("channels") or config.channels or 3)
     g = Generator(config.image_size, channels, config.nz, config.ngf)
-    weights: dict[str, torch.Tensor] = (
-        state["generator_ema"] if ema and state.get("generator_ema") else state["generator"]
-    )
-    load_state_dict(g, weights, "generator", path)
+    # "generator_eval": G (its EMA when on) with batchnorm statistics re-estimated for its final weights.
+    evaluation = state.get("generator_eval") if ema else None
+    load_state_dict(g, evaluation or state["generator"], "generator", path)
     g.prior = config.prior  # type: ignore[assignment]
-    return g.to(device).eval()
+    g.to(device)
+    if ema and not evaluation:  # a checkpoint from before evaluation copies were saved: re-estimate now
+        recalibrate_batchnorm(g, config.prior, seed=config.seed + 3)
+    return g.eval()
 
 
 def load_discriminator(path: str | Path, *, device: str | torch.device = "cpu") -> Discriminator:

@@ -99,6 +99,32 @@ class Discriminator(nn.Module):
         return self.head(self.blocks(x)).flatten()
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(
+    generator: Generator, prior: str, batches: int = 8, batch_size: int = 128, seed: int = 0
+) -> Generator:
+    """Re-estimate G's batchnorm statistics for its current weights, in place; returns G in eval mode.
+
+    During training G only ever runs in train mode, where batchnorm uses each batch's own statistics, and its
+    running averages trail weights that move every step; in eval mode those stale averages give visibly worse
+    samples than the weights can draw. A cumulative average over `batches` fresh batches of latents (a fixed
+    seed, so the result is reproducible) matches them to the weights again.
+    """
+    norms = [m for m in generator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    device = next(generator.parameters()).device
+    noise = torch.Generator(device).manual_seed(seed)
+    generator.train()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    for _ in range(batches):
+        generator(sample_prior(batch_size, generator.nz, prior, noise, device))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    return generator.eval()
+
+
 def init_weights(module: nn.Module) -> None:
     """The paper's initialisation: conv weights N(0, 0.02); batchnorm scales N(1, 0.02); biases zero."""
     for m in module.modules():

@@ -29,7 +29,7 @@ from dcgan import distributed
 from dcgan.config import TrainConfig
 from dcgan.data import ImageData, load_images
 from dcgan.errors import CheckpointError, ConfigError, DataError, DcganError
-from dcgan.models import Generator, sample_prior
+from dcgan.models import Generator, recalibrate_batchnorm, sample_prior
 from dcgan.sample import diversity, generate, plot_losses, save_gif, save_grid
 
 #: Below this sample diversity (generated spread / real spread) the run warns of mode collapse.
@@ -200,6 +200,7 @@ class Trainer:
             "channels": self.channels,
             "generator": self.G.state_dict(),
             "generator_ema": self.G_ema.state_dict() if self.G_ema is not None else None,
+            "generator_eval": self.sampling_generator().state_dict(),
             "discriminator": self.D.state_dict(),
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
@@ -334,8 +335,10 @@ class Trainer:
             ema_buffer.copy_(buffer)
 
     def sampling_generator(self) -> Generator:
-        """The generator samples and evaluations use: the EMA copy when there is one."""
-        return self.G_ema if self.G_ema is not None else self.G
+        """What samples, evaluations and `load_generator` use: a copy of G (its EMA when on) in eval mode with
+        batchnorm statistics re-estimated for its current weights. The training state is left untouched."""
+        source = self.G_ema if self.G_ema is not None else self.G
+        return recalibrate_batchnorm(copy.deepcopy(source), self.config.prior, seed=self.config.seed + 3)
 
     # ----------------------------------------------------------------------------------------- the loop
     def fit(self, on_step: Callable[[Trainer, torch.Tensor], None] | None = None) -> TrainResult:
