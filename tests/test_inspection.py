@@ -155,6 +155,7 @@ def test_find_filters_command(tiny_run: Path, tmp_path: Path) -> None:
     assert main(["find-filters", str(tiny_run), "--boxes", str(boxes), "--layer", "1", "--out", str(out)]) == 0
     record = json.loads((out / "record.json").read_text())
     assert record["options"]["seed"] == 2 and record["samples"] == list(range(6))
+    assert record["mean_abs_change_inside_boxes"] >= 0 and record["mean_abs_change_outside_boxes"] >= 0
     assert (out / "filters.txt").read_text().strip() == ",".join(map(str, record["filters"]))
     assert main(["ablate", str(tiny_run), "--layer", "1", "--filters", record["filters"][0].__str__(), "--out", str(out / "a")]) == 0  # fmt: skip
 
