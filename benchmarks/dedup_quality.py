@@ -130,22 +130,26 @@ def main() -> None:
 
 
 def plot(rows: list[tuple[str, int, float, float]], path: Path, title: str) -> None:
-    """Precision against recall, one line per method through its radii, each point labelled r=radius."""
+    """Precision against recall, one line per method through its radii: all of it, and the top zoomed in."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 4), dpi=100)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=90)
     for method in dict.fromkeys(m for m, *_ in rows):
         points = [(r, p, radius) for m, radius, p, r in rows if m == method]
-        ax.plot([x for x, _, _ in points], [y for _, y, _ in points], "o-", label=method)
+        for ax in axes:
+            ax.plot([x for x, _, _ in points], [y for _, y, _ in points], "o-", label=method)
         for x, y, radius in points:
-            ax.annotate(f"r={radius}", (x, y), textcoords="offset points", xytext=(3, 4), fontsize=7)
-    ax.set(xlabel="recall (planted pairs found)", ylabel="precision (pairs)", title=title, ylim=(-0.03, 1.05))
-    ax.set_xlim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower left")
+            if y >= 0.85:
+                axes[1].annotate(str(radius), (x, y), textcoords="offset points", xytext=(-3, 5), fontsize=7)
+    axes[0].set(title=title, ylim=(-0.03, 1.03))
+    axes[1].set(title="top, zoomed: the numbers are the radii", ylim=(0.85, 1.01))
+    for ax in axes:
+        ax.set(xlabel="recall (planted pairs found)", ylabel="precision (pairs)", xlim=(0, 1))
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="lower left")
     fig.tight_layout()
     fig.savefig(path)
 

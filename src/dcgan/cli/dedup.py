@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from dcgan.cli.common import non_negative_int, positive_int
-from dcgan.dedup import DEFAULT_RADIUS, DEFAULT_STEPS
+from dcgan.dedup import DEFAULT_RADIUS, DEFAULT_STEPS, METHODS
 
 
 def register(sub: Any) -> None:
@@ -24,7 +24,9 @@ def register(sub: Any) -> None:
     p.add_argument("--apply", action="store_true", help="write kept.txt (a valid --data for dcgan train)")
     p.add_argument("--links", action="store_true", help="with --apply, also a folder kept/ of links to the kept files")
     p.add_argument("--model", type=Path, help="reuse an autoencoder.safetensors from an earlier run")
-    p.add_argument("--method", default="autoencoder", help="autoencoder (default), or the baselines phash, dhash")
+    p.add_argument(
+        "--method", default="autoencoder", choices=METHODS, help="autoencoder (default), or the baselines phash, dhash"
+    )
     p.add_argument(
         "--radius",
         type=non_negative_int,

@@ -126,7 +126,7 @@ def deduplicate(
         device: "cpu" or "cuda" for the autoencoder.
         apply: write `kept.txt` (one path per line, a valid `--data`) and `kept_indices.txt` into `out`.
         links: with `apply`, also a folder `kept/` of symbolic links to the kept files.
-        max_sheets: at most this many contact sheets (10 groups each).
+        max_sheets: at most this many contact sheets (8 rows of groups each).
         progress: show progress bars.
 
     Raises:
@@ -138,6 +138,8 @@ def deduplicate(
         raise ConfigError(f"--method must be one of {', '.join(METHODS)}, got {method!r}.")
     if radius < 0 or radius >= 32 or chunk < 1 or train_images < 1 or steps < 0:
         raise ConfigError("--radius must be 0 to 31, --steps 0 or more, --chunk and --train-images at least 1.")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: no CUDA device is available here; use --device cpu.")
     if (apply or links) and out is None:
         raise ConfigError("--apply needs an output folder (--out) for kept.txt.")
     source = open_source(data, root=root, channels=channels)

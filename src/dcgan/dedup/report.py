@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from dcgan.dedup import DedupResult
     from dcgan.dedup.stream import Source
 
-THUMB, PAD, PER_ROW, ROWS_PER_SHEET = 64, 3, 8, 10
+THUMB, PAD, PER_ROW, ROWS_PER_SHEET = 64, 3, 8, 8
 KEPT, DROPPED = (40, 170, 60), (200, 50, 40)
 
 
@@ -55,25 +55,48 @@ def _framed(array: np.ndarray, color: tuple[int, int, int]) -> Image.Image:
     return framed
 
 
+def _rows(groups: list[np.ndarray], width: int, cell: int, gap: int) -> list[list[np.ndarray]]:
+    """Pack groups (each cut to PER_ROW members) left to right into rows at most `width` pixels wide."""
+    rows: list[list[np.ndarray]] = [[]]
+    used = 0
+    for group in groups:
+        need = min(len(group), PER_ROW) * cell + gap
+        if rows[-1] and used + need > width:
+            rows.append([])
+            used = 0
+        rows[-1].append(group)
+        used += need
+    return rows if rows[0] else []
+
+
 def write_contact_sheets(
     groups: list[np.ndarray], source: Source, out: Path, max_sheets: int = 8, prefix: str = "groups"
 ) -> list[Path]:
-    """PNG sheets, one group per row (the kept copy framed green, the others red), biggest groups first."""
-    cell = THUMB + 2 * PAD + PAD
-    shown = groups[: max_sheets * ROWS_PER_SHEET]
+    """PNG sheets of the groups, biggest first, packed into rows: the kept copy framed green, the others red.
+
+    A group larger than PER_ROW shows its first PER_ROW members, the last one marked "+n" for the rest.
+    """
+    cell, gap = THUMB + 3 * PAD, 4 * PAD
+    width = PER_ROW * cell + PER_ROW // 2 * gap  # four pairs to a row
+    rows = _rows(groups, width, cell, gap)[: max_sheets * ROWS_PER_SHEET]
     paths = []
-    for sheet_no, start in enumerate(range(0, len(shown), ROWS_PER_SHEET)):
-        rows = shown[start : start + ROWS_PER_SHEET]
-        sheet = Image.new("RGB", (PER_ROW * cell + 40, len(rows) * cell + PAD), "white")
+    for sheet_no, start in enumerate(range(0, len(rows), ROWS_PER_SHEET)):
+        sheet_rows = rows[start : start + ROWS_PER_SHEET]
+        sheet = Image.new("RGB", (width, len(sheet_rows) * cell + PAD), "white")
         draw = ImageDraw.Draw(sheet)
-        for r, group in enumerate(rows):
-            members = list(group[:PER_ROW])
-            chunk = source.read(members, size=THUMB)
-            found = {int(p): a for p, a in zip(chunk.positions, chunk.images, strict=True)}
-            for c, pos in enumerate(members):
-                if pos in found:
-                    sheet.paste(_framed(found[pos], KEPT if c == 0 else DROPPED), (c * cell + PAD, r * cell + PAD))
-            draw.text((PER_ROW * cell + 2, r * cell + cell // 2 - 5), f"x{len(group)}", fill="black")
+        for r, row in enumerate(sheet_rows):
+            x = PAD
+            for group in row:
+                members = list(group[:PER_ROW])
+                chunk = source.read(members, size=THUMB)
+                found = {int(p): a for p, a in zip(chunk.positions, chunk.images, strict=True)}
+                for c, pos in enumerate(members):
+                    if pos in found:
+                        sheet.paste(_framed(found[pos], KEPT if c == 0 else DROPPED), (x, r * cell + PAD))
+                    x += cell
+                if len(group) > PER_ROW:
+                    draw.text((x - cell + 2 * PAD, r * cell + 2 * PAD), f"+{len(group) - PER_ROW}", fill="white")
+                x += gap
         path = out / f"{prefix}_{sheet_no:03d}.png"
         sheet.save(path, optimize=True)
         paths.append(path)
