@@ -101,7 +101,7 @@ def test_reference_features_are_computed_once_then_read_from_the_cache(
 
 def test_training_evaluator_is_repeatable_and_knows_which_way_is_better(lenet_file: Path, digits16: ImageData) -> None:
     evaluator = TrainingEvaluator(digits16, image_size=16, channels=1, metric="fid", n=64, features=lenet_file)
-    assert evaluator.key == "fid64" and evaluator.lower_is_better
+    assert evaluator.key == "fid64" and evaluator.lower_is_better and evaluator.features["name"] == "lenet-test"
     g = Generator(16, 1, nz=8, ngf=8).train()
     first, second = evaluator(g), evaluator(g)
     assert first == second and set(first) == {"fid64"} and g.training

@@ -9,7 +9,7 @@ from torch import nn
 
 from dcgan.data import ImageData
 from dcgan.errors import ConfigError
-from dcgan.metrics.evaluate import generated_features, prepare, score
+from dcgan.metrics.evaluate import describe_extractor, generated_features, prepare, score
 from dcgan.metrics.registry import parse_metrics, value_name
 
 
@@ -72,6 +72,12 @@ class TrainingEvaluator:
     def key(self) -> str:
         """The name of the tracked value, e.g. `fid2k`."""
         return value_name(self.metric.primary or self.metric.name, self.n)
+
+    @property
+    def features(self) -> dict[str, object]:
+        """The extractor's name, weight fingerprint and test accuracy: log them with the values, since a refitted
+        extractor puts the metric on another scale."""
+        return describe_extractor(self.extractor)
 
     @property
     def lower_is_better(self) -> bool:
