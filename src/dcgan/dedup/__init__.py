@@ -30,7 +30,7 @@ from dcgan.errors import ConfigError, DataError
 METHODS = ("autoencoder", "phash", "dhash")
 MODEL_FILE = "autoencoder.safetensors"
 #: Bits a near-duplicate's hash may differ by (the paper's rule, exact collision, is 0). 4 of 128 bits keeps
-#: the search near-linear at a million images and doubles recall (see docs/readme/dedup.md).
+#: the search near-linear at a million images and quadruples recall (see docs/readme/dedup.md).
 DEFAULT_RADIUS = 4
 DEFAULT_STEPS = 2000
 
@@ -147,26 +147,13 @@ def deduplicate(
     if out_dir is not None:
         _check_out(out_dir, source)
 
-    hasher: Callable[[np.ndarray], np.ndarray]
-    train_seconds, model_path = 0.0, None
+    hasher: Callable[[np.ndarray], np.ndarray] = phash if method == "phash" else dhash
+    bits, train_seconds, model_path = 64, 0.0, None
     if method == "autoencoder":
         start = time.perf_counter()
-        if isinstance(model, HashAutoencoder):
-            net = model.to(device).eval()
-        elif model is not None:
-            net, model_path = load_autoencoder(model, device), Path(model)
-        else:
-            sample = _sample_images(source, train_images, seed, chunk)
-            net = train_autoencoder(sample, steps=steps, seed=seed, device=device, progress=progress)
-            if out_dir is not None:
-                model_path = save_autoencoder(net, out_dir / MODEL_FILE)
-        if net.channels != source.channels or net.size != CROP:
-            raise ConfigError(f"The autoencoder takes {net.channels}-channel images, the data has {source.channels}.")
+        net, model_path = _autoencoder(source, model, out_dir, train_images, steps, chunk, seed, device, progress)
         train_seconds = time.perf_counter() - start
-        hasher = lambda images: net.hash(torch.from_numpy(images))
-    else:
-        hasher = phash if method == "phash" else dhash
-    bits = net.code_bits if method == "autoencoder" else 64
+        hasher, bits = (lambda images: net.hash(torch.from_numpy(images))), net.code_bits
     if radius >= bits // 4:
         raise ConfigError(f"--radius {radius} is too large for {bits}-bit hashes; use less than {bits // 4}.")
 
@@ -198,6 +185,36 @@ def deduplicate(
         if apply or links:
             result.files_written += write_kept(result, out_dir, links)
     return result
+
+
+def _autoencoder(
+    source: Source,
+    model: str | Path | HashAutoencoder | None,
+    out_dir: Path | None,
+    train_images: int,
+    steps: int,
+    chunk: int,
+    seed: int,
+    device: str,
+    progress: bool,
+) -> tuple[HashAutoencoder, Path | None]:
+    """The hash network: given, loaded from a file, or trained on a sample of the source (and saved in out_dir)."""
+    model_path = None
+    if isinstance(model, HashAutoencoder):
+        net = model.to(device).eval()
+    elif model is not None:
+        net, model_path = load_autoencoder(model, device), Path(model)
+    else:
+        sample = _sample_images(source, train_images, seed, chunk)
+        net = train_autoencoder(sample, steps=steps, seed=seed, device=device, progress=progress)
+        if out_dir is not None:
+            model_path = save_autoencoder(net, out_dir / MODEL_FILE)
+    if net.channels != source.channels or net.size != CROP:
+        raise ConfigError(
+            f"The autoencoder takes {net.channels}-channel images, the data has {source.channels}; "
+            f"pass --channels {net.channels}."
+        )
+    return net, model_path
 
 
 def _hash_all(
