@@ -258,11 +258,10 @@ def load_features(
         return load_extractor_file(stored, device)
     have = ", ".join(p.stem for p in available()) or "none yet"
     arch, _, trained_on = name.partition("-")
-    hint = (
-        f"`dcgan extractor fit --data {trained_on}` makes it"
-        if arch in ARCHES and trained_on
-        else ("`dcgan extractor fit --data mnist|fashion-mnist|cifar10` makes one")
-    )
+    if arch in ARCHES and trained_on in ("mnist", "fashion-mnist", "cifar10"):
+        hint = f"`dcgan extractor fit --data {trained_on}` makes it"
+    else:
+        hint = "`dcgan extractor fit --data mnist|fashion-mnist|cifar10` makes one"
     raise ConfigError(
         f"No feature extractor {name!r} in {extractor_dir()} (have: {have}); {hint}, "
         "or pass --features inception or a file."
