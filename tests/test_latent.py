@@ -192,6 +192,7 @@ def test_arithmetic_and_direction_commands(tiny_run: Path, tmp_path: Path) -> No
     assert load_z(tmp_path / "ar" / "z.npy").shape == (9, 8)
     assert main(["direction", str(tiny_run), "--a", "1,2", "--b", "3,4", "--rows", "2", "--steps", "3", "--out", str(tmp_path / "dir")]) == 0  # fmt: skip
     assert Image.open(tmp_path / "dir" / "direction.png").size == (3 * 18 + 2, 2 * 18 + 2)
+    torch.testing.assert_close(load_z(tmp_path / "dir" / "a.npy"), latents(3, 8, "uniform", 0)[1:3])
 
 
 def test_sample_sheet_flag(tiny_run: Path, tmp_path: Path) -> None:

@@ -26,7 +26,10 @@ SEED_OFFSET = 2**32
 
 @dataclass
 class Projection:
-    """The best z found for each image, G(z), and the per-image mean squared pixel error before and after."""
+    """The best z found for each image, G(z), and the per-image mean squared pixel error before and after.
+
+    The error never exceeds the start's: every start keeps the best z it passed through, not just its last.
+    """
 
     z: torch.Tensor  # (n, nz)
     reconstructions: torch.Tensor  # (n, C, S, S) in [-1, 1]
@@ -194,22 +197,36 @@ def _project(
         return pixel, total
 
     with torch.no_grad():
-        start = losses()[0].reshape(restarts, n)
+        start = losses()[0]
+    kept_error, kept_z = start.clone(), z.detach().clone()  # each start's best z so far: Adam may overshoot
     for _ in range(steps):
         opt.zero_grad(set_to_none=True)
-        losses()[1].sum().backward()
+        pixel, total = losses()
+        total.sum().backward()
+        with torch.no_grad():
+            better = pixel.detach() < kept_error
+            kept_error = torch.where(better, pixel.detach(), kept_error)
+            kept_z[better] = z.detach()[better]
         opt.step()
         if prior == "uniform":
             with torch.no_grad():
                 z.clamp_(-1, 1)
     with torch.no_grad():
-        final = losses()[0].reshape(restarts, n)
-        best = final.argmin(0)
-        rows = best * n + torch.arange(n, device=device)
-        z_best = z.detach()[rows]
+        last = losses()[0]
+        better = last < kept_error
+        kept_error = torch.where(better, last, kept_error)
+        kept_z[better] = z.detach()[better]
+        error = kept_error.reshape(restarts, n)
+        best = error.argmin(0)
+        z_best = kept_z[best * n + torch.arange(n, device=device)]
         reconstructions = generator(z_best).float().cpu()
     return Projection(
-        z_best.cpu(), reconstructions, start.min(0).values.cpu(), final[best, torch.arange(n)].cpu(), steps, restarts
+        z_best.cpu(),
+        reconstructions,
+        start.reshape(restarts, n).min(0).values.cpu(),
+        error[best, torch.arange(n, device=device)].cpu(),
+        steps,
+        restarts,
     )
 
 

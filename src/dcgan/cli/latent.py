@@ -259,9 +259,11 @@ def run_direction(args: argparse.Namespace) -> int:
     result = attribute_direction(generator, za, zb, starts, steps=args.steps, span=args.span)
     save_grid(result.images, args.out / "direction.png", nrow=args.steps)
     save_z(result.direction[None], args.out / "direction.npy")
+    save_z(za, args.out / "a.npy")  # the groups' z, so a new sweep (--a a.npy --b b.npy) needs no new projection
+    save_z(zb, args.out / "b.npy")
     write_record(
         args.out, "direction", args, facts, exemplars=sources, amounts=result.amounts,
-        direction_norm=float(result.direction.norm()), outputs=["direction.png", "direction.npy"],
+        direction_norm=float(result.direction.norm()), outputs=["direction.png", "direction.npy", "a.npy", "b.npy"],
     )  # fmt: skip
     print(f"Wrote {args.out / 'direction.png'} ({starts.shape[0]} sweeps of {args.steps}) and direction.npy.")
     return 0
