@@ -77,7 +77,12 @@ sizes = st.integers(min_value=-4, max_value=600)
 
 
 @settings(max_examples=200, deadline=None)
-@given(size=sizes, batch=st.integers(-3, 300), nz=st.integers(-3, 300), lr=st.one_of(st.floats(-1, 2), st.just(float("nan"))))
+@given(
+    size=sizes,
+    batch=st.integers(-3, 300),
+    nz=st.integers(-3, 300),
+    lr=st.one_of(st.floats(-1, 2), st.just(float("nan"))),
+)
 def test_config_validation_accepts_exactly_the_valid_values(size: int, batch: int, nz: int, lr: float) -> None:
     valid = 16 <= size <= 256 and size & (size - 1) == 0 and batch >= 1 and nz >= 1 and 0 < lr < 1
     try:
@@ -96,7 +101,9 @@ def test_config_validation_accepts_exactly_the_valid_values(size: int, batch: in
         max_size=4,
         unique=True,
     ),
-    values=st.lists(st.sampled_from(["0", "1", "32", "-5", "1e-3", "abc", "uniform", "64", ""]), min_size=4, max_size=4),
+    values=st.lists(
+        st.sampled_from(["0", "1", "32", "-5", "1e-3", "abc", "uniform", "64", ""]), min_size=4, max_size=4
+    ),
 )
 def test_cli_parsing_never_raises_anything_but_a_clean_error(flags: list[str], values: list[str]) -> None:
     argv = ["train"]
