@@ -200,3 +200,14 @@ def test_debian_fashion_mnist_found_without_flags(tmp_path: Path, monkeypatch: p
     monkeypatch.chdir(tmp_path)  # no ./data here: only Debian's location can satisfy it
     data = load_images("fashion-mnist", image_size=32)
     assert data.images.shape == (60000, 1, 32, 32)
+
+
+def test_relative_paths_at_two_sizes_get_their_own_cache_entries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `../folder` name once made every cache entry the same file, so a 32px copy was served for 64px."""
+    folder = tmp_path / "faces"
+    _save_png(folder / "a.png", rng.integers(0, 255, (80, 80, 3), dtype=np.uint8))
+    monkeypatch.chdir(tmp_path / "faces")
+    assert load_images("../faces", image_size=32).images.shape[-1] == 32
+    assert load_images("../faces", image_size=64).images.shape[-1] == 64

@@ -42,15 +42,20 @@ def _atomic_save(path: Path, array: np.ndarray) -> None:
         raise
 
 
+def _file(name: str, suffix: str) -> Path:
+    """The cache file for an entry: the suffix is appended, never substituted, and leading dots are dropped,
+    so names made from paths like `../data` cannot collapse onto one file."""
+    return cache_dir() / (name.lstrip(".") + suffix)
+
+
 def load_cached(name: str) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]] | None:
     """The images, labels and metadata stored under `name`, or None if absent or unreadable."""
-    base = cache_dir() / name
     try:
-        meta = json.loads((base.with_suffix(".json")).read_text())
-        images_path = base.with_suffix(".images.npy")
+        meta = json.loads((_file(name, ".json")).read_text())
+        images_path = _file(name, ".images.npy")
         big = images_path.stat().st_size > MMAP_BYTES
         images = np.load(images_path, mmap_mode="r" if big else None, allow_pickle=False)
-        labels_path = base.with_suffix(".labels.npy")
+        labels_path = _file(name, ".labels.npy")
         labels = np.load(labels_path, allow_pickle=False) if labels_path.exists() else None
     except (OSError, ValueError, json.JSONDecodeError):
         return None
@@ -59,12 +64,11 @@ def load_cached(name: str) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any
 
 def store_cached(name: str, images: np.ndarray, labels: np.ndarray | None, meta: dict[str, Any]) -> None:
     """Save a decoded set; failures (read-only home, full disk) only cost the next run a re-decode."""
-    base = cache_dir() / name
     try:
-        _atomic_save(base.with_suffix(".images.npy"), images)
+        _atomic_save(_file(name, ".images.npy"), images)
         if labels is not None:
-            _atomic_save(base.with_suffix(".labels.npy"), labels)
+            _atomic_save(_file(name, ".labels.npy"), labels)
         # The metadata goes last: it marks the entry complete.
-        base.with_suffix(".json").write_text(json.dumps(meta))
+        _file(name, ".json").write_text(json.dumps(meta))
     except OSError:
         pass
