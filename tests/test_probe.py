@@ -191,6 +191,33 @@ def test_protocols_never_train_on_validation_or_test_images(monkeypatch: pytest.
     assert all(set(ids) <= set(rest) for ids in seen[:-1])  # only the final refit sees the validation split
 
 
+def test_c_search_stops_once_validation_accuracy_clearly_falls(monkeypatch: pytest.MonkeyPatch) -> None:
+    by_C = {1e-3: 0.50, 1e-2: 0.60, 1e-1: 0.595, 1.0: 0.58, 10.0: 0.70}
+    tried: list[float] = []
+
+    class Fake:
+        def __init__(self, C: float) -> None:
+            self.C = C
+
+        def accuracy(self, *args: object) -> float:
+            return by_C[self.C]
+
+    def fake_fit(features, labels, C, **kwargs):  # type: ignore[no-untyped-def]
+        tried.append(C)
+        return Fake(C)
+
+    monkeypatch.setattr(protocols_module, "fit_svm", fake_fit)
+    x, y = np.zeros((10, 2), np.float32), np.arange(10) % 2
+    C, model, scores = protocols_module.choose_C(x, y, np.arange(5), np.arange(5, 10), list(by_C)[::-1])
+    # 0.595 is within a point of the best, so the search goes on; 0.58 is not, so 10 is never fitted.
+    assert (
+        tried == [1e-3, 1e-2, 1e-1, 1.0]
+        and C == 1e-2
+        and model.C == 1e-2
+        and list(scores) == ["0.001", "0.01", "0.1", "1"]
+    )
+
+
 def _labelled_folder(root: Path, per_class: dict[str, int]) -> None:
     """Two classes of 16x16 grey images: a bright square top-left, or bottom-right."""
     rng = np.random.default_rng(0)

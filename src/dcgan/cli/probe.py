@@ -59,7 +59,7 @@ def register(sub: Any) -> None:
                    help=f"SVM C values to try (default {','.join(f'{c:g}' for c in DEFAULT_C)})")  # fmt: skip
     p.add_argument("--precision", choices=("fp32", "bf16"), default="bf16", help="feature extraction precision")
     p.add_argument("--batch-size", type=positive_int, default=500, help="images per extraction batch")
-    p.add_argument("--max-iter", type=positive_int, default=500, help="L-BFGS iterations per fit at most")
+    p.add_argument("--max-iter", type=positive_int, default=300, help="L-BFGS iterations per fit at most")
     p.add_argument("--seed", type=non_negative_int, default=0, help="seeds the splits, draws and random D")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write cached features")
     p.add_argument("--device", default="cpu", help="cpu or cuda")

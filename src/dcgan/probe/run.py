@@ -47,7 +47,7 @@ class ProbeSettings:
     precision: str = "bf16"
     batch_size: int = 500
     seed: int = 0
-    max_iter: int = 500
+    max_iter: int = 300
     use_cache: bool = True
     device: str = "cpu"
 
@@ -83,6 +83,7 @@ class ProbeReport:
     checkpoint: str
     step: int
     data: str
+    data_root: str | None
     settings: ProbeSettings
     dims: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
@@ -93,7 +94,9 @@ class ProbeReport:
             "checkpoint": self.checkpoint,
             "step": self.step,
             "data": self.data,
+            "data_root": self.data_root,
             "settings": asdict(self.settings),
+            "torch_threads": torch.get_num_threads(),
             "feature_dims": self.dims,
             "timings_s": {k: round(v, 2) for k, v in self.timings.items()},
             "results": self.results,
@@ -222,7 +225,8 @@ def probe(
     if settings.val_size >= len(train.labels):
         raise ConfigError(f"--val-size {settings.val_size} leaves no training images out of {len(train.labels)}.")
 
-    report = ProbeReport(str(path), int(state["step"]), data, settings)
+    report = ProbeReport(str(path), int(state["step"]), data, root, settings)
+    begin = time.perf_counter()
     for name in settings.features:
         start = time.perf_counter()
         if name == "pixels":
@@ -241,6 +245,7 @@ def probe(
                 f"{name} / {result.protocol}: accuracy {result.accuracy:.2%} ± {result.ci95:.2%} ({result.seconds:.0f} s)"
             )
         del train_x, test_x
+    report.timings["total"] = time.perf_counter() - begin
     return report
 
 

@@ -28,6 +28,8 @@ from dcgan.errors import DataError
 
 #: Rows are gathered into a copy when they are fewer than this fraction of the matrix, else masked in place.
 GATHER_BELOW = 0.5
+#: Working memory of a block of rows, in bytes (the feature matrix itself is never copied whole).
+CHUNK_BYTES = 128 << 20
 #: Problems with fewer feature values than this are fitted on one thread: their matmuls take microseconds, and
 #: OpenMP's per-operation barriers, not arithmetic, dominate (several times slower on a busy 2-core machine).
 SINGLE_THREAD_BELOW = 1 << 20
@@ -67,11 +69,12 @@ def _row_index(n: int, rows: Sequence[int] | np.ndarray | torch.Tensor | None) -
 
 
 def fit_standardizer(
-    features: np.ndarray | torch.Tensor, rows: Sequence[int] | np.ndarray | None = None, chunk: int = 4096
+    features: np.ndarray | torch.Tensor, rows: Sequence[int] | np.ndarray | None = None
 ) -> Standardizer:
     """Mean and standard deviation of each feature over `rows` (all rows for None), accumulated in float64."""
     x = as_tensor(features)
     index = _row_index(x.shape[0], rows)
+    chunk = max(1, CHUNK_BYTES // (8 * x.shape[1]))  # float64 rows per block
     total = torch.zeros(x.shape[1], dtype=torch.float64)
     squares = torch.zeros(x.shape[1], dtype=torch.float64)
     for part in index.split(chunk):
@@ -98,11 +101,12 @@ class LinearSVM:
     std_bias: torch.Tensor  # (K,)
 
     def decision_function(
-        self, features: np.ndarray | torch.Tensor, rows: Sequence[int] | np.ndarray | None = None, chunk: int = 4096
+        self, features: np.ndarray | torch.Tensor, rows: Sequence[int] | np.ndarray | None = None
     ) -> torch.Tensor:
         """Scores (n, K) of `rows` of `features` (all rows for None): one column per class."""
         x = as_tensor(features)
         index = _row_index(x.shape[0], rows)
+        chunk = max(1, CHUNK_BYTES // (4 * x.shape[1]))
         return torch.cat([x[part] @ self.weight + self.bias for part in index.split(chunk)])
 
     def predict(
@@ -131,7 +135,7 @@ def fit_svm(
     rows: Sequence[int] | np.ndarray | None = None,
     standardizer: Standardizer | None = None,
     init: LinearSVM | None = None,
-    max_iter: int = 500,
+    max_iter: int = 300,
     tol: float = 1e-5,
 ) -> LinearSVM:
     """Fit the L2-SVM on `rows` of `features` (n, d) with their `labels` (n,).
