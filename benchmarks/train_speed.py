@@ -95,14 +95,16 @@ def reference_stepper(size: int, images: torch.Tensor) -> Any:
     return step
 
 
-def dcgan_stepper(size: int, images: torch.Tensor, precision: str, channels_last: bool, compile: bool) -> Any:
+def dcgan_stepper(
+    size: int, images: torch.Tensor, precision: str, channels_last: bool, compile: bool, gemm_conv: bool = True
+) -> Any:
     from dcgan.config import build_config
     from dcgan.data import ImageData
     from dcgan.train import Trainer
 
     config = build_config(
         None, data="bench", image_size=size, precision=precision, channels_last=channels_last, compile=compile,
-        steps=10**6, log_every=10**6, sample_every=10**6, checkpoint_every=10**6,
+        gemm_conv=gemm_conv, steps=10**6, log_every=10**6, sample_every=10**6, checkpoint_every=10**6,
     )  # fmt: skip
     data = ImageData(images, None, "bench", "train", "synthetic")
     trainer = Trainer(config, tempfile.mkdtemp(prefix="dcgan-bench-"), data=data, progress=False)
@@ -119,10 +121,18 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     torch.manual_seed(0)
     size = spec["size"]
     images = torch.randint(0, 256, (BATCH * 8, 3, size, size), dtype=torch.uint8)
+    if not spec.get("mallopt", True):
+        os.environ["DCGAN_MALLOPT"] = "0"
     if spec["kind"] == "reference":
+        if spec.get("mallopt"):
+            from dcgan.train import keep_freed_memory
+
+            keep_freed_memory()
         step = reference_stepper(size, images)
     else:
-        step = dcgan_stepper(size, images, spec["precision"], spec["channels_last"], spec["compile"])
+        step = dcgan_stepper(
+            size, images, spec["precision"], spec["channels_last"], spec["compile"], spec.get("gemm_conv", True)
+        )
     for i in range(spec["warmup"]):
         step(i)
     start = time.perf_counter()
@@ -210,13 +220,19 @@ def main() -> None:
     peak_bf16, peak_fp32 = matmul_peak(torch.bfloat16), matmul_peak(torch.float32)
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads")
     print(f"measured matmul peak: bf16 {peak_bf16 / 1e12:.2f} TFLOP/s, fp32 {peak_fp32 / 1e12:.2f} TFLOP/s\n")
+    torch_convs = {"gemm_conv": False}
     variants = [
-        ("reference: tutorial loop, fp32", {"kind": "reference"}),
-        ("dcgan fp32, NCHW", {"precision": "fp32", "channels_last": False}),
-        ("dcgan fp32, channels_last", {"precision": "fp32", "channels_last": True}),
-        ("dcgan bf16, NCHW", {"precision": "bf16", "channels_last": False}),
-        ("dcgan bf16, channels_last (default)", {"precision": "bf16", "channels_last": True}),
-    ]
+        ("reference: tutorial loop, fp32", {"kind": "reference", "mallopt": False}),
+        ("reference + dcgan's allocator setting", {"kind": "reference", "mallopt": True}),
+        ("dcgan fp32, NCHW, torch convs", {"precision": "fp32", "channels_last": False, **torch_convs}),
+        ("dcgan fp32, channels_last, torch convs", {"precision": "fp32", "channels_last": True, **torch_convs}),
+        ("dcgan fp32, channels_last, GEMM convs", {"precision": "fp32", "channels_last": True}),
+        ("dcgan bf16, NCHW, torch convs", {"precision": "bf16", "channels_last": False, **torch_convs}),
+        ("dcgan bf16, channels_last, torch convs", {"precision": "bf16", "channels_last": True, **torch_convs}),
+        ("dcgan bf16, channels_last, GEMM convs, glibc defaults",
+         {"precision": "bf16", "channels_last": True, "mallopt": False}),
+        ("dcgan bf16, channels_last, GEMM convs (default)", {"precision": "bf16", "channels_last": True}),
+    ]  # fmt: skip
     if args.compile:
         variants.append(
             ("dcgan bf16, channels_last, compile", {"precision": "bf16", "channels_last": True, "compile": True})

@@ -42,6 +42,7 @@ class TrainConfig:
     seed: int = 0
     precision: str = "auto"
     channels_last: bool = True
+    gemm_conv: bool = True  # DCGAN's small-map layers as matrix products on CPUs (dcgan.gemm_conv)
     compile: bool = False
     deterministic: bool = False
     sync_batchnorm: bool = False

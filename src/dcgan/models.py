@@ -12,6 +12,8 @@ import math
 import torch
 from torch import nn
 
+from dcgan.gemm_conv import Conv2d, ConvTranspose2d
+
 #: Channel multipliers stop growing here: a 256x256 G starts at ngf * 8 channels, not ngf * 32.
 MAX_MULTIPLIER = 8
 
@@ -36,7 +38,7 @@ class Block(nn.Sequential):
 def _g_block(cin: int, cout: int, first: bool) -> Block:
     stride, pad = (1, 0) if first else (2, 1)
     return Block(
-        nn.ConvTranspose2d(cin, cout, 4, stride, pad, bias=False),
+        ConvTranspose2d(cin, cout, 4, stride, pad, bias=False),
         nn.BatchNorm2d(cout),
         nn.ReLU(inplace=True),
     )
@@ -54,7 +56,7 @@ class Generator(nn.Module):
         widths = [ngf * m for m in _multipliers(image_size)]
         layers: list[nn.Module] = [_g_block(nz, widths[0], first=True)]
         layers += [_g_block(a, b, first=False) for a, b in itertools.pairwise(widths)]
-        layers.append(Block(nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1, bias=True), nn.Tanh()))
+        layers.append(Block(ConvTranspose2d(widths[-1], channels, 4, 2, 1, bias=True), nn.Tanh()))
         self.blocks = nn.Sequential(*layers)
         init_weights(self)
 
@@ -63,7 +65,7 @@ class Generator(nn.Module):
 
 
 def _d_block(cin: int, cout: int, batchnorm: bool) -> Block:
-    layers: list[nn.Module] = [nn.Conv2d(cin, cout, 4, 2, 1, bias=not batchnorm)]
+    layers: list[nn.Module] = [Conv2d(cin, cout, 4, 2, 1, bias=not batchnorm)]
     if batchnorm:
         layers.append(nn.BatchNorm2d(cout))
     layers.append(nn.LeakyReLU(0.2, inplace=True))
@@ -84,7 +86,7 @@ class Discriminator(nn.Module):
         layers: list[nn.Module] = [_d_block(channels, widths[0], batchnorm=False)]
         layers += [_d_block(a, b, batchnorm=True) for a, b in itertools.pairwise(widths)]
         self.blocks = nn.Sequential(*layers)
-        self.head = nn.Conv2d(widths[-1], 1, 4, 1, 0, bias=True)
+        self.head = Conv2d(widths[-1], 1, 4, 1, 0, bias=True)
         init_weights(self)
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:

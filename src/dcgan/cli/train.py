@@ -77,6 +77,8 @@ def register(sub: Any) -> None:
         p.add_argument(flag, action="store_true", default=None, help=text)
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None,
                    help="keep NCHW memory layout (channels_last is faster on CPU and GPU)")  # fmt: skip
+    p.add_argument("--no-gemm-conv", dest="gemm_conv", action="store_false", default=None,
+                   help="use torch's convolution kernels for every layer on CPUs (slower; see README Speed)")  # fmt: skip
     p.add_argument("--out", type=Path, help="run folder (default runs/<preset or data name>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: the GPU if there is one)")
@@ -92,6 +94,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     given = {field: getattr(args, flag[2:].replace("-", "_")) for flag, (field, _) in CONFIG_FLAGS.items()}
     given.update({field: getattr(args, flag[2:].replace("-", "_")) for flag, (field, _) in SWITCHES.items()})
     given["channels_last"] = args.channels_last
+    given["gemm_conv"] = args.gemm_conv
     saved = Path(args.out) / "config.json" if args.out else None
     if args.resume and saved is not None and saved.exists():
         base = TrainConfig.load(saved).to_dict()

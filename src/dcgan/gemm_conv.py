@@ -1,0 +1,225 @@
+"""DCGAN's convolutions as single matrix products, for CPUs.
+
+Every DCGAN layer is one of four shapes: a 4x4 convolution with stride 2 and padding 1 (D), its transpose (G),
+and the 4x4 "projection" layers at the ends (G's first layer on a 1x1 input, D's head on a 4x4 map), which are
+plain matrix products. On this project's CPUs (AMX bf16) oneDNN runs the stride-2 layers' backward pass at a
+fifth to a third of what a matrix product of the same FLOPs reaches (`benchmarks/conv_layers.py`), and the
+backward pass is two thirds of a training step. Written as im2col + one GEMM (forward) and GEMM + col2im
+(backward), with the data in channels_last order so that every gathered run is a contiguous row of channels,
+the same layers run close to the GEMM rate. That is the reason this file exists rather than `F.conv2d`.
+
+`Conv2d` and `ConvTranspose2d` below are drop-in subclasses of torch's: same parameters, same state dict, same
+results; they take the GEMM path only where it is known to win (CPU tensors, the shapes above) and otherwise
+call torch's own kernel. `use_gemm_conv(False)` turns the path off process-wide (like `torch.backends` flags).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_enabled = True
+
+
+def use_gemm_conv(enabled: bool) -> None:
+    """Turn the GEMM path on or off for every `Conv2d`/`ConvTranspose2d` in this module (default on)."""
+    global _enabled
+    _enabled = enabled
+
+
+def gemm_conv_enabled() -> bool:
+    return _enabled
+
+
+# ------------------------------------------------------------------------ im2col / col2im, stride 2, 4x4
+def _im2col(xh: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, C) -> (B*H/2*W/2, 16*C): the 4x4 stride-2 padding-1 windows, ordered (kh, kw, c)."""
+    b, h, w, c = xh.shape
+    xp = F.pad(xh, (0, 0, 1, 1, 1, 1))
+    hp, wp = h + 2, w + 2
+    windows = xp.as_strided((b, h // 2, w // 2, 4, 4, c), (hp * wp * c, 2 * wp * c, 2 * c, wp * c, c, 1))
+    return windows.reshape(b * (h // 2) * (w // 2), 16 * c)
+
+
+def _col2im(cols: torch.Tensor, b: int, h: int, w: int) -> torch.Tensor:
+    """The adjoint of `_im2col`: (B*H/2*W/2, 16*C) -> (B, H, W, C), overlapping windows summed in fp32.
+
+    Kernel row kh = 2a + p lands on padded row 2(i + a) + p, so the 16 taps fall into 4 shifted adds of
+    whole (p, q) parity blocks.
+    """
+    c = cols.shape[1] // 16
+    ho, wo = h // 2, w // 2
+    taps = cols.view(b, ho, wo, 2, 2, 2, 2, c)  # (b, i, j, a, p, a', q, c)
+    out = torch.zeros(b, ho + 1, 2, wo + 1, 2, c, dtype=torch.float32, device=cols.device)
+    for a in (0, 1):
+        for a2 in (0, 1):
+            out[:, a : a + ho, :, a2 : a2 + wo] += taps[:, :, :, a, :, a2].permute(0, 1, 3, 2, 4, 5)
+    return out.view(b, h + 2, w + 2, c)[:, 1:-1, 1:-1].to(cols.dtype).contiguous()
+
+
+def _nhwc(x: torch.Tensor) -> torch.Tensor:
+    """An NCHW-shaped tensor as a contiguous (B, H, W, C) one (free when x is channels_last)."""
+    return x.permute(0, 2, 3, 1).contiguous()
+
+
+def _nchw_view(xh: torch.Tensor) -> torch.Tensor:
+    """A contiguous (B, H, W, C) tensor as an NCHW-shaped channels_last tensor, without a copy."""
+    return xh.permute(0, 3, 1, 2)
+
+
+def _strided_product(xh: torch.Tensor, weight: torch.Tensor, cols: torch.Tensor | None = None) -> torch.Tensor:
+    """conv2d(x, weight, stride=2, padding=1) for (B, H, W, C) x and a (O, C, 4, 4) weight -> (B, H/2, W/2, O)."""
+    b, h, w, _ = xh.shape
+    cols = _im2col(xh) if cols is None else cols
+    return (cols @ weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1).t()).view(b, h // 2, w // 2, -1)
+
+
+def _subpixel_product(xh: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """conv_transpose2d(x, weight, stride=2, padding=1) for (B, H, W, C) x and a (C, O, 4, 4) weight.
+
+    Output pixel 2u + p (padded coordinates) takes kernel rows 2a + p from input rows u - a, a in {0, 1}: each
+    of the four output phases (p, q) is a 2x2 stride-1 convolution of the input, and all four are one product
+    of the input's 2x2 windows (B*(H+1)*(W+1), 4C) with a (4C, 4O) rearranged kernel, followed by an
+    interleave of the phases. Unlike GEMM + col2im this needs no scatter-add, but it computes the (H+1)x(W+1)
+    window grid for an HxW input: at 4x4 inputs that is 56% more work than needed, and GEMM + col2im wins there.
+    """
+    b, h, w, c = xh.shape
+    o = weight.shape[1]
+    if h * w <= 16:
+        return _col2im(xh.reshape(b * h * w, c) @ weight.permute(0, 2, 3, 1).reshape(c, 16 * o), b, 2 * h, 2 * w)
+    xp = F.pad(xh, (0, 0, 1, 1, 1, 1))
+    s = xp.stride()
+    windows = xp.as_strided((b, h + 1, w + 1, 2, 2, c), (s[0], s[1], s[2], s[1], s[2], 1))
+    # weight[c, o, 2a + p, 2a' + q] at row (t, t', c) = (1 - a, 1 - a', c), column (p, q, o)
+    kernel = weight.reshape(c, o, 2, 2, 2, 2).flip(2, 4).permute(2, 4, 0, 3, 5, 1).reshape(4 * c, 4 * o)
+    phases = (windows.reshape(-1, 4 * c) @ kernel).view(b, h + 1, w + 1, 2, 2, o)
+    full = phases.permute(0, 1, 3, 2, 4, 5).reshape(b, 2 * h + 2, 2 * w + 2, o)
+    return full[:, 1:-1, 1:-1].contiguous()
+
+
+class _ConvS2(torch.autograd.Function):
+    """y = conv2d(x, w, stride=2, padding=1) for 4x4 kernels, x and y channels_last."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        cols = _im2col(_nhwc(x))
+        b, _, h, w = x.shape
+        y = (cols @ weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1).t()).view(b, h // 2, w // 2, -1)
+        ctx.save_for_backward(cols if ctx.needs_input_grad[1] else None, weight)
+        return _nchw_view(y)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:  # type: ignore[override]
+        cols, weight = ctx.saved_tensors
+        gh = _nhwc(grad)
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _nchw_view(_subpixel_product(gh, weight))
+        if ctx.needs_input_grad[1]:
+            o, c, kh, kw = weight.shape
+            grad_w = (gh.view(-1, o).t() @ cols).view(o, kh, kw, c).permute(0, 3, 1, 2)
+        return grad_x, grad_w
+
+
+class _ConvTransposeS2(torch.autograd.Function):
+    """y = conv_transpose2d(x, w, stride=2, padding=1) for 4x4 kernels, x and y channels_last."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        xh = _nhwc(x)
+        ctx.save_for_backward(xh if ctx.needs_input_grad[1] else None, weight)
+        return _nchw_view(_subpixel_product(xh, weight))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:  # type: ignore[override]
+        xh, weight = ctx.saved_tensors
+        cols = _im2col(_nhwc(grad))
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            b, h, w = grad.shape[0], grad.shape[2] // 2, grad.shape[3] // 2
+            kernel = weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1)  # (C, 16*O) in (kh, kw, o) order
+            grad_x = _nchw_view((cols @ kernel.t()).view(b, h, w, -1))
+        if ctx.needs_input_grad[1]:
+            c, o, kh, kw = weight.shape
+            grad_w = (xh.reshape(-1, c).t() @ cols).view(c, kh, kw, o).permute(0, 3, 1, 2)
+        return grad_x, grad_w
+
+
+# ------------------------------------------------------------------------ when to take the GEMM path
+#: A stride-2 layer takes the GEMM path when its low-resolution side is at most this many pixels a side.
+#: Measured with `benchmarks/conv_layers.py` at 32x32 and 64x64: there oneDNN is 1.1-3x slower than the
+#: GEMM path (its backward kernels are poor for small maps with many channels); on larger maps with few
+#: channels oneDNN is 1.3-1.8x faster than im2col, whose copies then cost more than its products save.
+MAX_GEMM_SIDE = 8
+
+
+def _gemm_applies(module: nn.Conv2d | nn.ConvTranspose2d, x: torch.Tensor) -> bool:
+    if not (
+        _enabled
+        and x.device.type == "cpu"
+        and x.dim() == 4
+        and module.kernel_size == (4, 4)
+        and module.groups == 1
+        and module.dilation == (1, 1)
+        and module.padding_mode == "zeros"
+        and not torch.jit.is_tracing()
+        and not torch.jit.is_scripting()
+        and not torch.compiler.is_compiling()
+        and not torch.onnx.is_in_onnx_export()
+    ):
+        return False
+    transposed = isinstance(module, nn.ConvTranspose2d)
+    if transposed and module.output_padding != (0, 0):
+        return False
+    h, w = x.shape[2], x.shape[3]
+    if module.stride == (1, 1) and module.padding == (0, 0):  # G's 1x1 -> 4x4 input layer or D's 4x4 -> 1x1 head
+        return (h, w) == ((1, 1) if transposed else (4, 4))
+    if module.stride == (2, 2) and module.padding == (1, 1):
+        low = (h, w) if transposed else (h // 2, w // 2)
+        return h % 2 == 0 and w % 2 == 0 and max(low) <= MAX_GEMM_SIDE
+    return False
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype torch's own conv would compute in here: autocast's on the CPU, else the input's."""
+    return torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+
+
+def _add_bias(y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return y if bias is None else y + bias.to(y.dtype).view(1, -1, 1, 1)
+
+
+class Conv2d(nn.Conv2d):
+    """`nn.Conv2d` that runs DCGAN's 4x4 layers as matrix products on the CPU (see the module docstring)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not _gemm_applies(self, x):
+            return super().forward(x)
+        dtype = _compute_dtype(x)
+        with torch.autocast("cpu", enabled=False):
+            x, weight = x.to(dtype), self.weight.to(dtype)
+            if self.stride == (2, 2):
+                y = _ConvS2.apply(x, weight)
+            else:  # a 4x4 map to 1x1: each image is one row of 16*C features
+                rows = _nhwc(x).flatten(1)
+                y = (rows @ weight.permute(0, 2, 3, 1).flatten(1).t()).view(x.shape[0], -1, 1, 1)
+            return _add_bias(y, self.bias)
+
+
+class ConvTranspose2d(nn.ConvTranspose2d):
+    """`nn.ConvTranspose2d` that runs DCGAN's 4x4 layers as matrix products on the CPU."""
+
+    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        if output_size is not None or not _gemm_applies(self, x):
+            return super().forward(x, output_size)
+        dtype = _compute_dtype(x)
+        with torch.autocast("cpu", enabled=False):
+            x, weight = x.to(dtype), self.weight.to(dtype)
+            if self.stride == (2, 2):
+                y = _ConvTransposeS2.apply(x, weight)
+            else:  # a 1x1 input to 4x4: z times a (C_in, 4*4*C_out) matrix
+                cin, cout = weight.shape[:2]
+                rows = x.reshape(x.shape[0], cin) @ weight.permute(0, 2, 3, 1).reshape(cin, 16 * cout)
+                y = _nchw_view(rows.view(x.shape[0], 4, 4, cout))
+            return _add_bias(y, self.bias)

@@ -1,0 +1,118 @@
+"""dcgan.gemm_conv: DCGAN's convolutions as matrix products give torch's results, and are used where they win."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+from torch import nn
+
+from dcgan import gemm_conv
+from dcgan.models import Discriminator, Generator
+
+# (kind, in channels, out channels, input side, stride, padding): every shape a DCGAN layer has.
+LAYERS = [
+    ("t", 10, 16, 1, 1, 0),  # G's input layer, 1x1 -> 4x4
+    ("t", 16, 8, 4, 2, 1),  # G, 4x4 -> 8x8 (GEMM + col2im)
+    ("t", 16, 8, 8, 2, 1),  # G, 8x8 -> 16x16 (sub-pixel product)
+    ("c", 8, 16, 16, 2, 1),  # D, 16x16 -> 8x8
+    ("c", 3, 8, 8, 2, 1),  # D, 8x8 -> 4x4, with a bias (D's input layer has no batchnorm)
+    ("c", 16, 1, 4, 1, 0),  # D's head, 4x4 -> 1x1
+]
+
+
+def _pair(kind: str, cin: int, cout: int, stride: int, pad: int, bias: bool) -> tuple[nn.Module, nn.Module]:
+    torch_cls, ours_cls = (
+        (nn.ConvTranspose2d, gemm_conv.ConvTranspose2d) if kind == "t" else (nn.Conv2d, gemm_conv.Conv2d)
+    )
+    reference = torch_cls(cin, cout, 4, stride, pad, bias=bias)
+    ours = ours_cls(cin, cout, 4, stride, pad, bias=bias)
+    ours.load_state_dict(reference.state_dict())
+    return reference, ours
+
+
+def _run(module: nn.Module, x: torch.Tensor, grad: torch.Tensor | None, bf16: bool) -> list[torch.Tensor]:
+    x = x.clone().requires_grad_(True)
+    with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+        y = module(x)
+    if grad is None:
+        grad = torch.randn(y.shape, generator=torch.Generator().manual_seed(1))
+    (y.float() * grad).sum().backward()
+    out = [y.float(), x.grad] + [p.grad for p in module.parameters()]
+    module.zero_grad()
+    return out
+
+
+@pytest.fixture
+def gemm_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Records which GEMM-path autograd functions ran."""
+    calls: list[str] = []
+    for name in ("_ConvS2", "_ConvTransposeS2"):
+        fn = getattr(gemm_conv, name)
+        monkeypatch.setattr(fn, "apply", lambda *a, _f=fn.apply, _n=name: calls.append(_n) or _f(*a))
+    yield calls
+    gemm_conv.use_gemm_conv(True)
+
+
+@pytest.mark.parametrize("layer", LAYERS, ids=lambda x: f"{x[0]}{x[1]}-{x[2]}@{x[3]}")
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_matches_torch_in_fp32(layer: tuple, bias: bool, channels_last: bool) -> None:
+    kind, cin, cout, side, stride, pad = layer
+    torch.manual_seed(0)
+    reference, ours = _pair(kind, cin, cout, stride, pad, bias)
+    x = torch.randn(3, cin, side, side)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    for a, b in zip(_run(reference, x, None, False), _run(ours, x, None, False), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("layer", LAYERS, ids=lambda x: f"{x[0]}{x[1]}-{x[2]}@{x[3]}")
+def test_matches_torch_under_bf16_autocast(layer: tuple) -> None:
+    kind, cin, cout, side, stride, pad = layer
+    torch.manual_seed(0)
+    reference, ours = _pair(kind, cin, cout, stride, pad, True)
+    x = torch.randn(4, cin, side, side).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", torch.bfloat16):
+        assert ours(x).dtype == torch.bfloat16, "the same output dtype as torch's conv under autocast"
+    for a, b in zip(_run(reference, x, None, True), _run(ours, x, None, True), strict=True):
+        assert b.dtype == a.dtype
+        assert ((a - b).norm() / a.norm()).item() < 1e-2, "within bf16 rounding of torch's result"
+
+
+def test_takes_the_gemm_path_only_on_small_maps(gemm_calls: list[str]) -> None:
+    small, large = gemm_conv.Conv2d(8, 8, 4, 2, 1), gemm_conv.ConvTranspose2d(8, 8, 4, 2, 1)
+    small(torch.randn(2, 8, 16, 16))  # output 8x8: GEMM
+    large(torch.randn(2, 8, 16, 16))  # input 16x16: torch's kernel
+    assert gemm_calls == ["_ConvS2"]
+    gemm_conv.use_gemm_conv(False)
+    small(torch.randn(2, 8, 16, 16))
+    assert gemm_calls == ["_ConvS2"], "use_gemm_conv(False) switches the path off"
+
+
+def test_whole_models_match_torch_kernels_in_fp32(gemm_calls: list[str]) -> None:
+    """G and D at 64x64 (every layer kind, both paths) give torch's outputs and gradients."""
+    results = []
+    for enabled in (False, True):
+        gemm_conv.use_gemm_conv(enabled)
+        torch.manual_seed(0)
+        g, d = Generator(64, 3, nz=16, ngf=8), Discriminator(64, 3, ndf=8)
+        g, d = g.to(memory_format=torch.channels_last), d.to(memory_format=torch.channels_last)
+        logits = d(g(torch.rand(4, 16) * 2 - 1))
+        logits.sum().backward()
+        results.append([logits.detach()] + [p.grad for p in (*g.parameters(), *d.parameters())])
+    assert gemm_calls, "the GEMM path ran"
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+
+
+def test_tracing_uses_torch_kernels(gemm_calls: list[str]) -> None:
+    """Exports (TorchScript, ONNX) see plain convolutions."""
+    g = Generator(16, 1, nz=8, ngf=8).eval()
+    traced = torch.jit.trace(g, torch.rand(2, 8), check_trace=False)
+    assert not gemm_calls
+    assert "PythonOp" not in str(traced.graph)
+    z = torch.rand(3, 8)
+    torch.testing.assert_close(traced(z), g(z))
