@@ -1,103 +1,119 @@
-"""Where a 64x64 DCGAN training step spends its time: each conv layer's forward+backward against the GEMM peak.
+"""Where a DCGAN training step's convolution time goes, layer by layer: torch's kernels against dcgan's GEMM path.
 
-For every layer of G and D at the paper's 64x64 setup (batch 128, ngf = ndf = 64) this times the layer's
-forward and backward in bf16 (autocast, channels_last) and fp32, converts to achieved TFLOP/s with the layer's
-exact FLOP count, and sets that against a plain matrix product of the same FLOPs measured in the same run. The
-gap between the two columns is what a faster convolution kernel could still win.
+For every conv layer of G and D (batch 128, ngf = ndf = 64, bf16 autocast, channels_last) this times one
+forward + backward (input and weight gradients) with torch's own kernel (oneDNN on CPUs) and with
+`dcgan.gemm_conv`'s matrix-product path, interleaved and best of `--repeats`, and sets the achieved rate of the
+path dcgan uses against a plain bf16 matrix product measured in the same run. `dcgan.gemm_conv.MAX_GEMM_SIDE`
+is chosen from this table.
 
-    python benchmarks/conv_layers.py
+    python benchmarks/conv_layers.py                  # 64x64, the paper's setup
+    python benchmarks/conv_layers.py --size 32
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from dcgan import gemm_conv
 from dcgan.models import Discriminator, Generator
+from dcgan.train import keep_freed_memory
 
 
-def best_time(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def layer_inputs(batch: int) -> list[tuple[str, nn.Module, tuple[int, ...]]]:
-    g, d = Generator(64, 3, 100, 64), Discriminator(64, 3, 64)
+def layer_inputs(size: int, batch: int) -> list[tuple[str, nn.Module, tuple[int, ...]]]:
+    """(name, conv module, input shape) for every conv layer of G and D at `size`."""
+    g, d = Generator(size, 3, 100, 64), Discriminator(size, 3, 64)
     layers = []
-    size, channels = 1, 100
+    side, channels = 1, 100
     for i, block in enumerate(g.blocks):
         conv = block[0]
-        layers.append(
-            (f"G.blocks[{i}] {conv.in_channels}->{conv.out_channels} @{size}", conv, (batch, channels, size, size))
-        )
-        size, channels = (4 if i == 0 else size * 2), conv.out_channels
-    size, channels = 64, 3
+        layers.append((f"G.blocks[{i}] {channels}->{conv.out_channels} @{side}", conv, (batch, channels, side, side)))
+        side, channels = (4 if i == 0 else side * 2), conv.out_channels
+    side, channels = size, 3
     for i, block in enumerate(d.blocks):
         conv = block[0]
-        layers.append(
-            (f"D.blocks[{i}] {conv.in_channels}->{conv.out_channels} @{size}", conv, (batch, channels, size, size))
-        )
-        size, channels = size // 2, conv.out_channels
-    layers.append((f"D.head {d.head.in_channels}->1 @4", d.head, (batch, channels, 4, 4)))
+        layers.append((f"D.blocks[{i}] {channels}->{conv.out_channels} @{side}", conv, (batch, channels, side, side)))
+        side, channels = side // 2, conv.out_channels
+    layers.append((f"D.head {channels}->1 @4", d.head, (batch, channels, 4, 4)))
     return layers
 
 
 def conv_flops(module: nn.Module, shape: tuple[int, ...]) -> float:
-    """Forward multiply-adds x 2 (transposed convs counted on their output, the same work)."""
+    """FLOPs of the forward pass (transposed convs counted on their output: the same work)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    x = torch.randn(shape)
+    gemm_conv.use_gemm_conv(False)
     with FlopCounterMode(display=False) as counter:
-        module(x)
+        module(torch.randn(shape))
+    gemm_conv.use_gemm_conv(True)
     return float(counter.get_total_flops())
+
+
+def fwd_bwd_seconds(module: nn.Module, shape: tuple[int, ...], repeats: int) -> dict[bool, float]:
+    """Best forward+backward time with the GEMM path off (False) and on (True), interleaved."""
+    module = module.to(memory_format=torch.channels_last)
+    x = torch.randn(shape).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    best = {False: float("inf"), True: float("inf")}
+    for i, gemm in itertools.product(range(repeats + 1), (False, True)):
+        gemm_conv.use_gemm_conv(gemm)
+        start = time.perf_counter()
+        with torch.autocast("cpu", torch.bfloat16):
+            y = module(x)
+        y.backward(torch.ones_like(y))
+        if i:  # the first round warms up
+            best[gemm] = min(best[gemm], time.perf_counter() - start)
+    gemm_conv.use_gemm_conv(True)
+    return best
+
+
+def gemm_peak(repeats: int) -> float:
+    a, b = torch.randn(2048, 4096, dtype=torch.bfloat16), torch.randn(4096, 512, dtype=torch.bfloat16)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * 2048 * 4096 * 512 / best
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=4)
     args = parser.parse_args()
+    keep_freed_memory()  # as in training
     torch.manual_seed(0)
-    a = torch.randn(2048, 4096, dtype=torch.bfloat16)
-    b = torch.randn(4096, 512, dtype=torch.bfloat16)
-    peak = 2 * 2048 * 4096 * 512 / best_time(lambda: a @ b, args.repeats * 2)
-    print(f"bf16 GEMM 2048x4096x512: {peak / 1e12:.2f} TFLOP/s; {torch.get_num_threads()} threads\n")
-    print("| layer | GFLOP fwd | bf16 fwd+bwd ms | bf16 TFLOP/s | of GEMM peak | fp32 fwd+bwd ms |")
-    print("|---|---:|---:|---:|---:|---:|")
-    total_bf16 = total_fp32 = total_flops = 0.0
-    for name, module, shape in layer_inputs(args.batch):
-        flops = conv_flops(module, shape)
-        timings = {}
-        for precision in ("bf16", "fp32"):
-            m = module.to(memory_format=torch.channels_last)
-            x = torch.randn(shape).contiguous(memory_format=torch.channels_last).requires_grad_(True)
-
-            def step(m=m, x=x, precision=precision) -> None:  # type: ignore[no-untyped-def]
-                with torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
-                    y = m(x)
-                F.mse_loss(y.float(), torch.zeros_like(y, dtype=torch.float32)).backward()
-
-            timings[precision] = best_time(step, args.repeats)
-        rate = 3 * flops / timings["bf16"]  # backward is two products of the forward's size
-        total_bf16 += timings["bf16"]
-        total_fp32 += timings["fp32"]
-        total_flops += 3 * flops
-        print(
-            f"| {name} | {flops / 1e9:.2f} | {timings['bf16'] * 1e3:.0f} | {rate / 1e12:.2f} | {rate / peak:.0%} "
-            f"| {timings['fp32'] * 1e3:.0f} |"
-        )
+    peak = gemm_peak(args.repeats * 2)
     print(
-        f"| all conv layers | {total_flops / 3e9:.2f} | {total_bf16 * 1e3:.0f} | {total_flops / total_bf16 / 1e12:.2f} "
-        f"| {total_flops / total_bf16 / peak:.0%} | {total_fp32 * 1e3:.0f} |"
+        f"bf16 GEMM 2048x4096x512: {peak / 1e12:.2f} TFLOP/s; {torch.get_num_threads()} threads; batch {args.batch}\n"
+    )
+    print("| layer | GFLOP fwd | torch kernel ms | GEMM path ms | dcgan uses | its TFLOP/s | of GEMM peak |")
+    print("|---|---:|---:|---:|---|---:|---:|")
+    totals = {False: 0.0, True: 0.0, "used": 0.0}
+    total_flops = 0.0
+    for name, module, shape in layer_inputs(args.size, args.batch):
+        flops = 3 * conv_flops(module, shape)  # forward, input gradient, weight gradient
+        seconds = fwd_bwd_seconds(module, shape, args.repeats)
+        used = gemm_conv._gemm_applies(module, torch.empty(shape))  # type: ignore[arg-type]
+        totals[False] += seconds[False]
+        totals[True] += seconds[True]
+        totals["used"] += seconds[used]
+        total_flops += flops
+        rate = flops / seconds[used]
+        print(
+            f"| {name} | {flops / 3e9:.2f} | {seconds[False] * 1e3:.0f} | {seconds[True] * 1e3:.0f} "
+            f"| {'GEMM' if used else 'torch'} | {rate / 1e12:.2f} | {rate / peak:.0%} |"
+        )
+    rate = total_flops / totals["used"]
+    print(
+        f"| all layers | {total_flops / 3e9:.2f} | {totals[False] * 1e3:.0f} | {totals[True] * 1e3:.0f} "
+        f"| {totals['used'] * 1e3:.0f} ms | {rate / 1e12:.2f} | {rate / peak:.0%} |"
     )
 
 

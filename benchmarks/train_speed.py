@@ -210,6 +210,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=[64, 32])
     parser.add_argument("--steps", type=int, default=6, help="timed steps per configuration")
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="run every configuration this many times, interleaved; keep the best"
+    )
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile (slow to warm up)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -240,19 +243,24 @@ def main() -> None:
     rows = []
     for size in args.sizes:
         flops = flops_per_image(size)
+        # Interleaved rounds: a slow spell of a shared machine then hits every configuration alike.
+        best: dict[str, dict[str, Any]] = {}
+        for round_ in range(args.rounds):
+            for name, extra in variants:
+                spec = {"kind": "dcgan", "compile": False, "size": size, "steps": args.steps, "warmup": args.warmup}
+                spec.update(extra)
+                if spec.get("compile"):
+                    spec["warmup"] = max(args.warmup, 3)
+                result = run_isolated(spec)
+                if name not in best or result.get("img_per_s", 0) > best[name].get("img_per_s", 0):
+                    best[name] = result
+                print(f"  round {round_ + 1} {size}x{size} {name}: {result.get('img_per_s', 0):.0f} img/s",
+                      file=sys.stderr, flush=True)  # fmt: skip
+            peak_bf16 = max(peak_bf16, matmul_peak(torch.bfloat16))
+            peak_fp32 = max(peak_fp32, matmul_peak(torch.float32))
         baseline = None
         for name, extra in variants:
-            spec = {
-                "kind": "dcgan",
-                "compile": False,
-                "size": size,
-                "steps": args.steps,
-                "warmup": args.warmup,
-                **extra,
-            }
-            if spec.get("compile"):
-                spec["warmup"] = max(args.warmup, 3)
-            result = run_isolated(spec)
+            result = best[name]
             if "error" in result:
                 rows.append([f"{size}x{size}", name, "failed: " + result["error"][:60], "", "", "", ""])
                 continue
@@ -262,7 +270,6 @@ def main() -> None:
                 f"{size}x{size}", name, f"{result['img_per_s']:.0f}", f"{result['img_per_s'] / baseline:.2f}x",
                 f"{flops / 1e9:.2f}", f"{result['img_per_s'] * flops / peak:.0%}", f"{result['peak_mb']:.0f}",
             ])  # fmt: skip
-            print(f"  {size}x{size} {name}: {result['img_per_s']:.0f} img/s", file=sys.stderr, flush=True)
         rows.append(
             [f"{size}x{size}", "bf16 limit implied by the matmul peak", f"{peak_bf16 / flops:.0f}", "", "", "", ""]
         )
@@ -272,6 +279,8 @@ def main() -> None:
         rows.append(
             [f"{size}x{size}", "data pipeline (uint8 -> [-1, 1] batches)", f"{data_rate(size):.0f}", "", "", "", ""]
         )
+    print(f"\nbest of {args.rounds} interleaved rounds; matmul peak (best seen): bf16 {peak_bf16 / 1e12:.2f}, "
+          f"fp32 {peak_fp32 / 1e12:.2f} TFLOP/s")  # fmt: skip
     header = ["size", "configuration", "img/s", "vs reference", "GFLOP/img", "of matmul peak", "peak MB"]
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---" for _ in header) + "|")
