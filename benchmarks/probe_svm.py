@@ -27,7 +27,7 @@ from dcgan.probe import fit_standardizer, fit_svm
 def synthetic(n: int, d: int, classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, classes, (n,), generator=g)
-    basis = torch.randn(64, d, generator=g) / 64
+    basis = torch.randn(64, d, generator=g) * (0.4 / d**0.5)  # per-feature class signal well below the noise
     means = torch.randn(classes, 64, generator=g) @ basis
     x = torch.empty(n, d)
     for start in range(0, n, 2048):  # in blocks, so the only big allocation is x itself
