@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -226,3 +227,25 @@ def test_eval_every_with_a_real_extractor(tmp_path: Path) -> None:
     assert len(fids) == 2 and all(f > 0 for f in fids)
     best = ckpt.load(tmp_path / "run" / "checkpoints" / "best.pt")
     assert best["best_value"] == min(fids) and best["generator_ema"] is not None
+
+
+def _assert_close_weights(a: Path, b: Path, tol: float) -> None:
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        torch.testing.assert_close(wb[key], wa[key], rtol=tol, atol=tol, msg=lambda m, k=key: f"{k}: {m}")
+
+
+def test_gemm_convolutions_train_the_same_model(tmp_path: Path) -> None:
+    """--no-gemm-conv (torch's kernels everywhere) and the default reach the same weights in fp32."""
+    train_tiny(tmp_path / "gemm", steps=6)
+    train_tiny(tmp_path / "torch", steps=6, gemm_conv=False)
+    _assert_close_weights(tmp_path / "torch", tmp_path / "gemm", 1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (shutil.which("gcc") or shutil.which("cc")), reason="torch.compile on CPU needs a C compiler")
+def test_compiled_training_matches_eager(tmp_path: Path) -> None:
+    train_tiny(tmp_path / "eager", steps=3)
+    train_tiny(tmp_path / "compiled", steps=3, compile=True)
+    _assert_close_weights(tmp_path / "eager", tmp_path / "compiled", 1e-3)
