@@ -4,9 +4,10 @@ Every DCGAN layer is one of four shapes: a 4x4 convolution with stride 2 and pad
 and the 4x4 "projection" layers at the ends (G's first layer on a 1x1 input, D's head on a 4x4 map), which are
 plain matrix products. On this project's CPUs (AMX bf16) oneDNN runs the stride-2 layers' backward pass at a
 fifth to a third of what a matrix product of the same FLOPs reaches (`benchmarks/conv_layers.py`), and the
-backward pass is two thirds of a training step. Written as im2col + one GEMM (forward) and GEMM + col2im
-(backward), with the data in channels_last order so that every gathered run is a contiguous row of channels,
-the same layers run close to the GEMM rate. That is the reason this file exists rather than `F.conv2d`.
+backward pass is two thirds of a training step. Written as matrix products (im2col + one GEMM for a
+convolution, a sub-pixel product for its transpose and for its input gradient), with the data in channels_last
+order so that every gathered run is a contiguous row of channels, the same layers run 1.5-3x faster
+(`benchmarks/conv_layers.py`). That is the reason this file exists rather than `F.conv2d`.
 
 `Conv2d` and `ConvTranspose2d` below are drop-in subclasses of torch's: same parameters, same state dict, same
 results; they take the GEMM path only where it is known to win (CPU tensors, the shapes above) and otherwise
@@ -26,10 +27,6 @@ def use_gemm_conv(enabled: bool) -> None:
     """Turn the GEMM path on or off for every `Conv2d`/`ConvTranspose2d` in this module (default on)."""
     global _enabled
     _enabled = enabled
-
-
-def gemm_conv_enabled() -> bool:
-    return _enabled
 
 
 # ------------------------------------------------------------------------ im2col / col2im, stride 2, 4x4
@@ -103,11 +100,10 @@ class _ConvS2(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        cols = _im2col(_nhwc(x))
-        b, _, h, w = x.shape
-        y = (cols @ weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1).t()).view(b, h // 2, w // 2, -1)
+        xh = _nhwc(x)
+        cols = _im2col(xh)
         ctx.save_for_backward(cols if ctx.needs_input_grad[1] else None, weight)
-        return _nchw_view(y)
+        return _nchw_view(_strided_product(xh, weight, cols))
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:  # type: ignore[override]
@@ -134,12 +130,11 @@ class _ConvTransposeS2(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:  # type: ignore[override]
         xh, weight = ctx.saved_tensors
-        cols = _im2col(_nhwc(grad))
+        gh = _nhwc(grad)
+        cols = _im2col(gh)
         grad_x = grad_w = None
-        if ctx.needs_input_grad[0]:
-            b, h, w = grad.shape[0], grad.shape[2] // 2, grad.shape[3] // 2
-            kernel = weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1)  # (C, 16*O) in (kh, kw, o) order
-            grad_x = _nchw_view((cols @ kernel.t()).view(b, h, w, -1))
+        if ctx.needs_input_grad[0]:  # the adjoint of a transposed convolution is the convolution itself
+            grad_x = _nchw_view(_strided_product(gh, weight, cols))
         if ctx.needs_input_grad[1]:
             c, o, kh, kw = weight.shape
             grad_w = (xh.reshape(-1, c).t() @ cols).view(c, kh, kw, o).permute(0, 3, 1, 2)
