@@ -65,11 +65,21 @@ def _nchw_view(xh: torch.Tensor) -> torch.Tensor:
     return xh.permute(0, 3, 1, 2)
 
 
-def _strided_product(xh: torch.Tensor, weight: torch.Tensor, cols: torch.Tensor | None = None) -> torch.Tensor:
-    """conv2d(x, weight, stride=2, padding=1) for (B, H, W, C) x and a (O, C, 4, 4) weight -> (B, H/2, W/2, O)."""
-    b, h, w, _ = xh.shape
-    cols = _im2col(xh) if cols is None else cols
-    return (cols @ weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1).t()).view(b, h // 2, w // 2, -1)
+def _matrix(weight: torch.Tensor) -> torch.Tensor:
+    """A (A, B, 4, 4) kernel as an (A, 16*B) matrix with columns in (kh, kw, b) order, matching `_im2col`."""
+    return weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1)
+
+
+def _kernel(matrix: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """The inverse of `_matrix`: an (A, 16*B) matrix back to an (A, B, 4, 4) kernel."""
+    a, b, kh, kw = shape
+    return matrix.view(a, kh, kw, b).permute(0, 3, 1, 2)
+
+
+def _strided_product(cols: torch.Tensor, weight: torch.Tensor, b: int, h: int, w: int) -> torch.Tensor:
+    """conv2d(x, weight, stride=2, padding=1) from x's `_im2col` (x of shape (B, H, W, C)), an (O, C, 4, 4)
+    weight -> (B, H/2, W/2, O)."""
+    return (cols @ _matrix(weight).t()).view(b, h // 2, w // 2, -1)
 
 
 def _subpixel_product(xh: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -84,7 +94,7 @@ def _subpixel_product(xh: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     b, h, w, c = xh.shape
     o = weight.shape[1]
     if h * w <= 16:
-        return _col2im(xh.reshape(b * h * w, c) @ weight.permute(0, 2, 3, 1).reshape(c, 16 * o), b, 2 * h, 2 * w)
+        return _col2im(xh.reshape(b * h * w, c) @ _matrix(weight), b, 2 * h, 2 * w)
     xp = F.pad(xh, (0, 0, 1, 1, 1, 1))
     s = xp.stride()
     windows = xp.as_strided((b, h + 1, w + 1, 2, 2, c), (s[0], s[1], s[2], s[1], s[2], 1))
@@ -103,7 +113,7 @@ class _ConvS2(torch.autograd.Function):
         xh = _nhwc(x)
         cols = _im2col(xh)
         ctx.save_for_backward(cols if ctx.needs_input_grad[1] else None, weight)
-        return _nchw_view(_strided_product(xh, weight, cols))
+        return _nchw_view(_strided_product(cols, weight, *xh.shape[:3]))
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:  # type: ignore[override]
@@ -113,8 +123,7 @@ class _ConvS2(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = _nchw_view(_subpixel_product(gh, weight))
         if ctx.needs_input_grad[1]:
-            o, c, kh, kw = weight.shape
-            grad_w = (gh.view(-1, o).t() @ cols).view(o, kh, kw, c).permute(0, 3, 1, 2)
+            grad_w = _kernel(gh.view(-1, weight.shape[0]).t() @ cols, weight.shape)
         return grad_x, grad_w
 
 
@@ -134,10 +143,9 @@ class _ConvTransposeS2(torch.autograd.Function):
         cols = _im2col(gh)
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:  # the adjoint of a transposed convolution is the convolution itself
-            grad_x = _nchw_view(_strided_product(gh, weight, cols))
+            grad_x = _nchw_view(_strided_product(cols, weight, *gh.shape[:3]))
         if ctx.needs_input_grad[1]:
-            c, o, kh, kw = weight.shape
-            grad_w = (xh.reshape(-1, c).t() @ cols).view(c, kh, kw, o).permute(0, 3, 1, 2)
+            grad_w = _kernel(xh.reshape(-1, weight.shape[0]).t() @ cols, weight.shape)
         return grad_x, grad_w
 
 
@@ -197,8 +205,7 @@ class Conv2d(nn.Conv2d):
             if self.stride == (2, 2):
                 y = _ConvS2.apply(x, weight)
             else:  # a 4x4 map to 1x1: each image is one row of 16*C features
-                rows = _nhwc(x).flatten(1)
-                y = (rows @ weight.permute(0, 2, 3, 1).flatten(1).t()).view(x.shape[0], -1, 1, 1)
+                y = (_nhwc(x).flatten(1) @ _matrix(weight).t()).view(x.shape[0], -1, 1, 1)
             return _add_bias(y, self.bias)
 
 
@@ -214,7 +221,6 @@ class ConvTranspose2d(nn.ConvTranspose2d):
             if self.stride == (2, 2):
                 y = _ConvTransposeS2.apply(x, weight)
             else:  # a 1x1 input to 4x4: z times a (C_in, 4*4*C_out) matrix
-                cin, cout = weight.shape[:2]
-                rows = x.reshape(x.shape[0], cin) @ weight.permute(0, 2, 3, 1).reshape(cin, 16 * cout)
-                y = _nchw_view(rows.view(x.shape[0], 4, 4, cout))
+                rows = x.reshape(x.shape[0], -1) @ _matrix(weight)
+                y = _nchw_view(rows.view(x.shape[0], 4, 4, weight.shape[1]))
             return _add_bias(y, self.bias)
