@@ -12,7 +12,6 @@ import hashlib
 import os
 import pickle
 import random
-import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -22,38 +21,9 @@ import torch
 
 from dcgan.config import TrainConfig
 from dcgan.errors import CheckpointError
-from dcgan.models import Discriminator, Generator, recalibrate_batchnorm
+from dcgan.models import Discriminator, Generator
 
 FORMAT = "dcgan-checkpoint"
-VERSION = 1
-CHECKPOINT_DIR = "checkpoints"
-_NAME = re.compile(r"^step-(\d{8,})\.pt$")
-
-
-def checkpoint_name(step: int) -> str:
-    return f"step-{step:08d}.pt"
-
-
-def list_checkpoints(run_dir: str | Path) -> list[Path]:
-    """The run's step checkpoints, oldest first (`best.pt` and temporary files excluded)."""
-    folder = Path(run_dir) / CHECKPOINT_DIR
-    if not folder.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
-    return [p for _, p in sorted(found)]
-
-
-def resolve(path: str | Path) -> Path:
-    """A checkpoint file, or a run folder's latest checkpoint."""
-    path = Path(path).expanduser()
-    if path.is_dir():
-        found = list_checkpoints(path)
-        if not found:
-            raise CheckpointError(f"{path} holds no checkpoints (looked in {path / CHECKPOINT_DIR}).")
-        return found[-1]
-    if not path.exists():
-        raise CheckpointError(f"No such checkpoint or run folder: {path}.")
-    return path
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -127,9 +97,12 @@ def atomic_save(obj: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
-def load(path: str | Path) -> dict[str, Any]:
-    """Read a dcgan checkpoint (file or run folder) safely; raise `CheckpointError` with a clear reason."""
-    path = resolve(path)
+def read_verified(path: Path) -> dict[str, Any]:
+    """A file written by `atomic_save`, read without unpickling code and checked against its digest.
+
+    The checkpoint's schema (which keys, which version) is `dcgan.run`'s business; this only guarantees that
+    the bytes are the ones that were written and hold nothing but tensors and plain data.
+    """
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -139,68 +112,51 @@ def load(path: str | Path) -> dict[str, Any]:
         ) from exc
     except Exception as exc:  # a damaged file breaks the reader in many ways (IndexError, KeyError, ...)
         raise CheckpointError(f"{path} is truncated or corrupt and cannot be read ({type(exc).__name__}).") from exc
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    if not isinstance(state, dict):
         raise CheckpointError(f"{path} is not a dcgan checkpoint.")
     if "digest" in state and digest(state) != state["digest"]:
         raise CheckpointError(f"{path} is corrupt: its contents do not match the checksum written with it.")
-    if state.get("version", 0) > VERSION:
-        raise CheckpointError(f"{path} was written by a newer dcgan (format {state['version']}); upgrade dcgan.")
-    for key in ("config", "generator", "step"):
-        if key not in state:
-            raise CheckpointError(f"{path} is missing '{key}'; it is incomplete.")
     return state
+
+
+# Shortcuts kept for code written against the first release; `dcgan.run` is where runs are opened.
+def load(path: str | Path) -> dict[str, Any]:
+    """Read a dcgan checkpoint (file or run folder) safely: `dcgan.run.read_checkpoint`."""
+    from dcgan.run import read_checkpoint
+
+    return read_checkpoint(path)
+
+
+def resolve(path: str | Path) -> Path:
+    """A checkpoint file, or a run folder's newest checkpoint: `dcgan.run.resolve`."""
+    from dcgan.run import resolve as resolve_run
+
+    return resolve_run(path)
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """The run's step checkpoints, oldest first: `dcgan.run.RunFolder(run_dir).list_checkpoints()`."""
+    from dcgan.run import RunFolder
+
+    return RunFolder(run_dir).list_checkpoints()
 
 
 def config_of(state: dict[str, Any]) -> TrainConfig:
     return TrainConfig.from_dict(state["config"])
 
 
-def build_models(config: TrainConfig, channels: int) -> tuple[Generator, Discriminator]:
-    g = Generator(config.image_size, channels, config.nz, config.ngf)
-    d = Discriminator(config.image_size, channels, config.ndf)
-    return g, d
-
-
-def load_state_dict(module: torch.nn.Module, weights: dict[str, torch.Tensor], what: str, path: object) -> None:
-    try:
-        module.load_state_dict(weights)
-    except (RuntimeError, KeyError) as exc:
-        raise CheckpointError(f"The {what} weights in {path} do not fit the model its config describes.") from exc
-
-
 def load_generator(path: str | Path, *, ema: bool = True, device: str | torch.device = "cpu") -> Generator:
-    """The generator of a run folder or checkpoint, in eval mode.
+    """The generator of a run folder or checkpoint, in eval mode: `dcgan.run.Run.open(path).generator()`."""
+    from dcgan.run import Run
 
-    Args:
-        path: a run folder (its newest checkpoint) or a checkpoint file.
-        ema: use the evaluation copy the run saved: the EMA weights when it kept them (`--ema`), with batchnorm
-            statistics re-estimated for the final weights. False gives the raw training weights.
-        device: where to put it.
-    """
-    state = load(path)
-    config = config_of(state)
-    channels = int(state.get("channels") or config.channels or 3)
-    g = Generator(config.image_size, channels, config.nz, config.ngf)
-    # "generator_eval": G (its EMA when on) with batchnorm statistics re-estimated for its final weights.
-    evaluation = state.get("generator_eval") if ema else None
-    load_state_dict(g, evaluation or state["generator"], "generator", path)
-    g.prior = config.prior  # type: ignore[assignment]
-    g.to(device)
-    if ema and not evaluation:  # a checkpoint from before evaluation copies were saved: re-estimate now
-        recalibrate_batchnorm(g, config.prior, seed=config.seed + 3)
-    return g.eval()
+    return Run.open(path, device=device).generator(ema=ema)
 
 
 def load_discriminator(path: str | Path, *, device: str | torch.device = "cpu") -> Discriminator:
     """The discriminator of a run folder or checkpoint, in eval mode."""
-    state = load(path)
-    config = config_of(state)
-    if "discriminator" not in state:
-        raise CheckpointError(f"{path} holds no discriminator.")
-    channels = int(state.get("channels") or config.channels or 3)
-    d = Discriminator(config.image_size, channels, config.ndf)
-    load_state_dict(d, state["discriminator"], "discriminator", path)
-    return d.to(device).eval()
+    from dcgan.run import Run
+
+    return Run.open(path, device=device).discriminator()
 
 
 def rng_state() -> dict[str, Any]:
@@ -222,30 +178,3 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def prune(run_dir: str | Path, keep: int) -> None:
-    """Delete all but the newest `keep` step checkpoints."""
-    for old in list_checkpoints(run_dir)[:-keep]:
-        old.unlink(missing_ok=True)
-
-
-def describe(path: str | Path) -> dict[str, Any]:
-    """What `dcgan info` prints: the file, its training state and its config."""
-    path = resolve(path)
-    state = load(path)
-    config = config_of(state)
-    count = lambda weights: int(sum(t.numel() for t in weights.values() if t.is_floating_point()))
-    return {
-        "file": str(path),
-        "size_mb": round(path.stat().st_size / 2**20, 2),
-        "step": int(state["step"]),
-        "epoch": int(state.get("epoch", 0)),
-        "batch_in_epoch": int(state.get("batch_in_epoch", 0)),
-        "channels": int(state.get("channels") or config.channels or 3),
-        "generator_parameters": count(state["generator"]),
-        "discriminator_parameters": count(state.get("discriminator", {})),
-        "has_ema": bool(state.get("generator_ema")),
-        "resumable": all(k in state for k in ("opt_g", "opt_d", "rng", "noise_rng")),
-        "config": config.to_dict(),
-    }

@@ -12,6 +12,7 @@ import math
 import torch
 from torch import nn
 
+from dcgan.config import PRIORS
 from dcgan.gemm_conv import Conv2d, ConvTranspose2d
 
 #: Channel multipliers stop growing here: a 256x256 G starts at ngf * 8 channels, not ngf * 32.
@@ -48,11 +49,18 @@ class Generator(nn.Module):
     """z (N, nz) -> images (N, channels, size, size) in [-1, 1].
 
     Fractionally-strided convolutions only; batchnorm and ReLU on every layer but the output, which is Tanh.
+    `prior` ("uniform" on [-1, 1], the paper's, or "normal") is part of the model: z must come from it.
     """
 
-    def __init__(self, image_size: int = 64, channels: int = 3, nz: int = 100, ngf: int = 64) -> None:
+    def __init__(
+        self, image_size: int = 64, channels: int = 3, nz: int = 100, ngf: int = 64, prior: str = "uniform"
+    ) -> None:
         super().__init__()
+        if prior not in PRIORS:
+            raise ValueError(f"prior must be one of {', '.join(PRIORS)}, got {prior!r}")
         self.image_size, self.channels, self.nz, self.ngf = image_size, channels, nz, ngf
+        #: The latent prior G was trained with: what its samples, sheets and evaluations draw z from.
+        self.prior = prior
         widths = [ngf * m for m in _multipliers(image_size)]
         layers: list[nn.Module] = [_g_block(nz, widths[0], first=True)]
         layers += [_g_block(a, b, first=False) for a, b in itertools.pairwise(widths)]
@@ -103,7 +111,7 @@ class Discriminator(nn.Module):
 
 @torch.no_grad()
 def recalibrate_batchnorm(
-    generator: Generator, prior: str, batches: int = 8, batch_size: int = 128, seed: int = 0
+    generator: Generator, prior: str | None = None, batches: int = 8, batch_size: int = 128, seed: int = 0
 ) -> Generator:
     """Re-estimate G's batchnorm statistics for its current weights, in place; returns G in eval mode.
 
@@ -121,7 +129,7 @@ def recalibrate_batchnorm(
         m.reset_running_stats()
         m.momentum = None  # cumulative average
     for _ in range(batches):
-        generator(sample_prior(batch_size, generator.nz, prior, noise, device))
+        generator(sample_prior(batch_size, generator.nz, prior or generator.prior, noise, device))
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
     return generator.eval()

@@ -48,9 +48,9 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from dcgan.checkpoint import describe
+    from dcgan.run import Run
 
-    info = describe(args.checkpoint)
+    info = Run.open(args.checkpoint).describe()
     if args.json:
         print(json.dumps(info, indent=2, sort_keys=True))
         return 0

@@ -1,0 +1,369 @@
+"""A run: its folder layout, its checkpoint schema, its log, and a trained run opened once.
+
+Everything that reads or writes a run folder goes through here, so the layout and the checkpoint's contents
+are written down in one place:
+
+    RUN/config.json               the TrainConfig (also inside every checkpoint)
+    RUN/checkpoints/step-XXXXXXXX.pt, best.pt
+    RUN/samples/step-XXXXXXXX.png  the fixed-z grid during training
+    RUN/metrics.jsonl             one JSON object per log line, evaluation and diversity check
+    RUN/progress.gif, losses.png, tensorboard/
+
+`Run.open(path)` reads and verifies a run folder's newest checkpoint (or a given file) once, and hands out
+the config, step, prior and channels, the generator for sampling and the discriminator.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dcgan import checkpoint
+from dcgan.config import TrainConfig
+from dcgan.errors import CheckpointError, ConfigError
+from dcgan.models import Discriminator, Generator, recalibrate_batchnorm
+
+# ----------------------------------------------------------------------------------------------- layout
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+SAMPLES_DIR = "samples"
+METRICS_FILE = "metrics.jsonl"
+PROGRESS_GIF = "progress.gif"
+LOSSES_PNG = "losses.png"
+TENSORBOARD_DIR = "tensorboard"
+BEST_CHECKPOINT = "best.pt"
+_STEP_FILE = re.compile(r"^step-(\d{8,})\.pt$")
+
+
+def step_name(step: int, suffix: str = ".pt") -> str:
+    """`step-00001200.pt`: checkpoints and sample grids are named by the step they were taken at."""
+    return f"step-{step:08d}{suffix}"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The paths of one run folder; nothing is created until `create()`."""
+
+    root: Path
+
+    def __init__(self, root: str | Path) -> None:
+        object.__setattr__(self, "root", Path(root).expanduser())
+
+    @property
+    def config(self) -> Path:
+        return self.root / CONFIG_FILE
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / CHECKPOINT_DIR
+
+    @property
+    def samples(self) -> Path:
+        return self.root / SAMPLES_DIR
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / METRICS_FILE
+
+    @property
+    def progress_gif(self) -> Path:
+        return self.root / PROGRESS_GIF
+
+    @property
+    def losses(self) -> Path:
+        return self.root / LOSSES_PNG
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / TENSORBOARD_DIR
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoints / BEST_CHECKPOINT
+
+    def checkpoint(self, step: int) -> Path:
+        return self.checkpoints / step_name(step)
+
+    def sample_grid(self, step: int) -> Path:
+        return self.samples / step_name(step, ".png")
+
+    def create(self) -> None:
+        for folder in (self.root, self.checkpoints, self.samples):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def list_checkpoints(self) -> list[Path]:
+        """The step checkpoints, oldest first (`best.pt` and temporary files excluded)."""
+        if not self.checkpoints.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.checkpoints.iterdir() if (m := _STEP_FILE.match(p.name))]
+        return [p for _, p in sorted(found)]
+
+    def prune(self, keep: int) -> None:
+        """Delete all but the newest `keep` step checkpoints."""
+        for old in self.list_checkpoints()[:-keep]:
+            old.unlink(missing_ok=True)
+
+    def sample_grids(self) -> list[Path]:
+        return sorted(self.samples.glob("step-*.png"))
+
+
+def resolve(path: str | Path) -> Path:
+    """A checkpoint file, or a run folder's newest checkpoint."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        found = RunFolder(path).list_checkpoints()
+        if not found:
+            raise CheckpointError(f"{path} holds no checkpoints (looked in {path / CHECKPOINT_DIR}).")
+        return found[-1]
+    if not path.exists():
+        raise CheckpointError(f"No such checkpoint or run folder: {path}.")
+    return path
+
+
+# ----------------------------------------------------------------------------------------------- metrics.jsonl
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a run's metrics.jsonl (a folder or the file); lines cut short by a kill are skipped."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / METRICS_FILE
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------- checkpoint schema
+# One plain dict (nanoGPT style). Version 1 is what every release so far has written; a reader of a newer
+# version refuses it with a message rather than guessing.
+FORMAT = checkpoint.FORMAT
+VERSION = 1
+REQUIRED = ("config", "generator", "step")
+#: What resuming needs on top of the weights.
+TRAINING_STATE = ("opt_g", "opt_d", "scaler", "noise_rng", "rng")
+
+
+def make_checkpoint(
+    *,
+    config: TrainConfig,
+    channels: int,
+    step: int,
+    steps_per_epoch: int,
+    generator: Generator,
+    generator_ema: Generator | None,
+    generator_eval: Generator,
+    discriminator: Discriminator,
+    training: dict[str, Any],
+) -> dict[str, Any]:
+    """The dict a checkpoint file holds.
+
+    Args:
+        generator_eval: what sampling uses (G, or its EMA, with batchnorm statistics re-estimated).
+        training: the resume state: `opt_g`, `opt_d`, `scaler`, `noise_rng`, `rng` (see TRAINING_STATE) and
+            optionally `nan_retries`, `best_value`.
+    """
+    missing = [k for k in TRAINING_STATE if k not in training]
+    if missing:
+        raise ValueError(f"the training state lacks {missing}")
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": config.to_dict(),
+        "channels": channels,
+        "generator": generator.state_dict(),
+        "generator_ema": generator_ema.state_dict() if generator_ema is not None else None,
+        "generator_eval": generator_eval.state_dict(),
+        "discriminator": discriminator.state_dict(),
+        "step": step,
+        "epoch": step // steps_per_epoch,
+        "batch_in_epoch": step % steps_per_epoch,
+        "nan_retries": 0,
+        "best_value": None,
+        **training,
+    }
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read and verify a checkpoint file (or a run folder's newest): safe unpickling, checksum, schema."""
+    path = resolve(path)
+    state = checkpoint.read_verified(path)
+    if state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a dcgan checkpoint.")
+    version = state.get("version", 0)
+    if version > VERSION:
+        raise CheckpointError(f"{path} was written by a newer dcgan (format {version}); upgrade dcgan.")
+    for key in REQUIRED:
+        if key not in state:
+            raise CheckpointError(f"{path} is missing '{key}'; it is incomplete.")
+    return state
+
+
+def channels_of(state: dict[str, Any], config: TrainConfig) -> int:
+    return int(state.get("channels") or config.channels or 3)
+
+
+def build_models(config: TrainConfig, channels: int) -> tuple[Generator, Discriminator]:
+    """Fresh G and D of the shape `config` describes (the paper's initialisation)."""
+    g = Generator(config.image_size, channels, config.nz, config.ngf, prior=config.prior)
+    d = Discriminator(config.image_size, channels, config.ndf)
+    return g, d
+
+
+def load_weights(module: torch.nn.Module, weights: dict[str, torch.Tensor], what: str, where: object) -> None:
+    try:
+        module.load_state_dict(weights)
+    except (RuntimeError, KeyError) as exc:
+        raise CheckpointError(f"The {what} weights in {where} do not fit the model its config describes.") from exc
+
+
+# ----------------------------------------------------------------------------------------------- an opened run
+class Run:
+    """A trained run, opened once: `Run.open("runs/digits32")` or `Run.open("runs/x/checkpoints/best.pt")`.
+
+    Attributes:
+        path: the checkpoint file that was read.
+        config: the run's TrainConfig.
+        step: the training step the checkpoint was taken at.
+        prior: the latent prior G was trained with ("uniform" or "normal").
+        channels: image channels (1 or 3).
+        state: the checkpoint's dict, as read (tensors on the CPU).
+    """
+
+    def __init__(self, path: Path, state: dict[str, Any], device: str | torch.device = "cpu") -> None:
+        self.path = path
+        self.state = state
+        self.config = TrainConfig.from_dict(state["config"])
+        self.step = int(state["step"])
+        self.epoch = int(state.get("epoch", 0))
+        self.prior = self.config.prior
+        self.channels = channels_of(state, self.config)
+        self.device = torch.device(device)
+
+    @classmethod
+    def open(cls, path: str | Path, *, device: str | torch.device = "cpu") -> Run:
+        """Read and verify a run folder's newest checkpoint, or the checkpoint file given; raise
+        `CheckpointError` with a clear reason if it cannot be used."""
+        file = resolve(path)
+        return cls(file, read_checkpoint(file), device)
+
+    @property
+    def folder(self) -> RunFolder:
+        """The run folder the checkpoint lives in (`RUN/checkpoints/FILE` -> `RUN`)."""
+        parent = self.path.parent
+        return RunFolder(parent.parent if parent.name == CHECKPOINT_DIR else parent)
+
+    @property
+    def name(self) -> str:
+        """A short label: `RUN/step-00001200.pt`."""
+        return f"{self.folder.root.name}/{self.path.name}"
+
+    @property
+    def has_ema(self) -> bool:
+        return bool(self.state.get("generator_ema"))
+
+    @property
+    def resumable(self) -> bool:
+        return all(k in self.state for k in TRAINING_STATE)
+
+    @property
+    def metrics(self) -> dict[str, Any] | None:
+        """The evaluation that made this checkpoint `best.pt`, if it is one."""
+        return self.state.get("metrics")
+
+    def generator(self, *, ema: bool = True) -> Generator:
+        """G in eval mode on `device`.
+
+        Args:
+            ema: the evaluation copy the run saved: the EMA weights when it kept them (`--ema`), with batchnorm
+                statistics re-estimated for the final weights. False gives the raw training weights.
+        """
+        c = self.config
+        g = Generator(c.image_size, self.channels, c.nz, c.ngf, prior=c.prior)
+        evaluation = self.state.get("generator_eval") if ema else None
+        load_weights(g, evaluation or self.state["generator"], "generator", self.path)
+        g.to(self.device)
+        if ema and not evaluation:  # written before evaluation copies were saved: re-estimate now
+            recalibrate_batchnorm(g, seed=c.seed + 3)
+        return g.eval()
+
+    def discriminator(self) -> Discriminator:
+        """D in eval mode on `device`."""
+        if not self.state.get("discriminator"):
+            raise CheckpointError(f"{self.path} holds no discriminator.")
+        d = Discriminator(self.config.image_size, self.channels, self.config.ndf)
+        load_weights(d, self.state["discriminator"], "discriminator", self.path)
+        return d.to(self.device).eval()
+
+    def describe(self) -> dict[str, Any]:
+        """What `dcgan info` prints: the file, its training state and its config."""
+        count = lambda weights: int(sum(t.numel() for t in weights.values() if t.is_floating_point()))
+        return {
+            "file": str(self.path),
+            "size_mb": round(self.path.stat().st_size / 2**20, 2),
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": int(self.state.get("batch_in_epoch", 0)),
+            "channels": self.channels,
+            "generator_parameters": count(self.state["generator"]),
+            "discriminator_parameters": count(self.state.get("discriminator") or {}),
+            "has_ema": self.has_ema,
+            "resumable": self.resumable,
+            "config": self.config.to_dict(),
+        }
+
+
+def load_generator(path: str | Path, *, ema: bool = True, device: str | torch.device = "cpu") -> Generator:
+    """The generator of a run folder or checkpoint, in eval mode: `Run.open(path).generator(ema=ema)`."""
+    return Run.open(path, device=device).generator(ema=ema)
+
+
+# ----------------------------------------------------------------------------------------------- resuming
+def resume_config(out: str | Path, preset: str | None = None, **overrides: Any) -> TrainConfig:
+    """The config a resumed run continues with: the run's saved config, updated by the values given.
+
+    `None` values are ignored (unset flags). Giving `steps` clears `epochs` and the reverse, so "train to
+    step N" and "train to epoch N" both work. A preset cannot change a run being resumed.
+    """
+    saved = RunFolder(out).config
+    if not saved.exists():
+        raise ConfigError(f"{saved} does not exist: {out} holds no run to resume.")
+    if preset:
+        raise ConfigError("--preset cannot change a run being resumed; give the flags to change instead.")
+    values = TrainConfig.load(saved).to_dict()
+    given = {k: v for k, v in overrides.items() if v is not None}
+    values.update(given)
+    if "steps" in given:
+        values["epochs"] = None
+    elif "epochs" in given:
+        values["steps"] = None
+    return TrainConfig.from_dict(values).validate()
+
+
+__all__ = [
+    "BEST_CHECKPOINT",
+    "CHECKPOINT_DIR",
+    "CONFIG_FILE",
+    "METRICS_FILE",
+    "SAMPLES_DIR",
+    "Run",
+    "RunFolder",
+    "build_models",
+    "load_generator",
+    "make_checkpoint",
+    "read_checkpoint",
+    "read_metrics",
+    "resolve",
+    "resume_config",
+    "step_name",
+]
