@@ -45,6 +45,8 @@ def digits16() -> ImageData:
 class Copier(nn.Module):
     """A generator that memorised its training set: G(z) is a training image picked by z."""
 
+    prior = "uniform"  # like `Generator.prior`: what its z are drawn from
+
     def __init__(self, images: torch.Tensor, nz: int = 8) -> None:
         super().__init__()
         self.images, self.nz = images, nz

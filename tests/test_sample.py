@@ -52,3 +52,16 @@ def test_saved_generator_has_batchnorm_statistics_that_fit_its_weights(tiny_run:
             live = g.train()(z)
         gaps[ema] = (eval_mode - live).abs().mean().item()
     assert gaps[True] < 0.5 * gaps[False], gaps
+
+
+def test_write_samples_draws_z_from_the_generators_prior(tmp_path: Path) -> None:
+    """A G trained on z ~ N(0, I) gets normal z by default, not the uniform cube [-1, 1]."""
+    import json
+
+    from dcgan.models import Generator
+
+    write_samples(Generator(16, 1, 8, 8, prior="normal").eval(), 64, tmp_path / "n")
+    z = np.load(tmp_path / "n" / "z.npy")
+    assert np.abs(z).max() > 1 and json.loads((tmp_path / "n" / "samples.json").read_text())["prior"] == "normal"
+    write_samples(Generator(16, 1, 8, 8).eval(), 64, tmp_path / "u")
+    assert np.abs(np.load(tmp_path / "u" / "z.npy")).max() <= 1

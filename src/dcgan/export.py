@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from dcgan.config import PRIORS
 from dcgan.errors import CheckpointError, ConfigError
 from dcgan.models import Generator
 
@@ -24,15 +25,16 @@ FORMATS = ("onnx", "torchscript", "safetensors")
 _META_KEYS = ("image_size", "channels", "nz", "ngf")
 
 
-def export_generator(generator: Generator, fmt: str, out: str | Path, *, prior: str = "uniform") -> Path:
+def export_generator(generator: Generator, fmt: str, out: str | Path, *, prior: str | None = None) -> Path:
     """Write `generator` (in eval mode) to `out` as `fmt`; returns the path written.
 
     Args:
-        generator: a trained G, e.g. from `dcgan.checkpoint.load_generator`.
+        generator: a trained G, e.g. `dcgan.Run.open(run).generator()`.
         fmt: "onnx" (input "z", output "images", any batch size; needs the packages `onnx` and `onnxscript`),
             "torchscript" (a traced module for `torch.jit.load`) or "safetensors" (weights plus metadata).
         out: the file to write; its folder is created. The file is written whole or not at all.
-        prior: the run's latent prior, recorded with the weights ("uniform" on [-1, 1] or "normal").
+        prior: the latent prior recorded with the weights ("uniform" on [-1, 1] or "normal"); by default the one
+            G was trained with (`generator.prior`).
 
     Raises:
         ConfigError: an unknown format, or the ONNX exporter's packages are not installed.
@@ -57,7 +59,8 @@ def export_generator(generator: Generator, fmt: str, out: str | Path, *, prior: 
             from safetensors.torch import save_file
 
             weights = {k: v.detach().contiguous() for k, v in generator.state_dict().items()}
-            meta = {key: str(getattr(generator, key)) for key in _META_KEYS} | {"prior": prior, "format": "dcgan-G"}
+            meta = {key: str(getattr(generator, key)) for key in _META_KEYS}
+            meta |= {"prior": prior or generator.prior, "format": "dcgan-G"}
             save_file(weights, str(tmp), metadata=meta)
         os.replace(tmp, out)
     finally:
@@ -96,6 +99,8 @@ def _export_onnx(generator: Generator, example: torch.Tensor, path: Path) -> Non
 def load_safetensors_generator(path: str | Path) -> tuple[Generator, str]:
     """A `Generator` (eval mode) and its prior from a file written by `export_generator(..., "safetensors")`.
 
+    The prior is also the generator's `prior` attribute; a file from before priors were recorded is uniform.
+
     Raises:
         CheckpointError: the file is missing, not safetensors, or not a dcgan generator.
     """
@@ -112,9 +117,13 @@ def load_safetensors_generator(path: str | Path) -> tuple[Generator, str]:
         raise CheckpointError(f"{path} is not a safetensors file ({type(exc).__name__}).") from exc
     if meta.get("format") != "dcgan-G" or not all(meta.get(k, "").isdigit() for k in _META_KEYS):
         raise CheckpointError(f"{path} is not a dcgan generator export (its metadata lacks {', '.join(_META_KEYS)}).")
-    generator = Generator(*(int(meta[k]) for k in _META_KEYS))
+    prior = meta.get("prior", "uniform")
+    if prior not in PRIORS:
+        raise CheckpointError(f"{path} records an unknown prior {prior!r} (expected one of {', '.join(PRIORS)}).")
+    image_size, channels, nz, ngf = (int(meta[k]) for k in _META_KEYS)
+    generator = Generator(image_size, channels, nz, ngf, prior=prior)
     try:
         generator.load_state_dict(weights)
     except RuntimeError as exc:
         raise CheckpointError(f"The weights in {path} do not fit the generator its metadata describes.") from exc
-    return generator.eval(), meta.get("prior", "uniform")
+    return generator.eval(), prior

@@ -85,13 +85,17 @@ class Encoder(nn.Module):
 def fit_encoder(
     generator: Generator,
     *,
-    prior: str = "uniform",
+    prior: str | None = None,
     steps: int = 300,
     batch_size: int = 64,
     lr: float = 1e-3,
     seed: int = 0,
 ) -> Encoder:
-    """Train an `Encoder` to invert G on G's own samples (z ~ prior, x = G(z), loss |E(x) - z|^2), with Adam."""
+    """Train an `Encoder` to invert G on G's own samples (z ~ prior, x = G(z), loss |E(x) - z|^2), with Adam.
+
+    `prior` defaults to the one G was trained with (`generator.prior`).
+    """
+    prior = prior or generator.prior
     torch.manual_seed(seed)
     device = next(generator.parameters()).device
     encoder = Encoder(generator.image_size, generator.channels, generator.nz, prior=prior).to(device)
@@ -113,7 +117,7 @@ def project(
     generator: Generator,
     images: torch.Tensor,
     *,
-    prior: str = "uniform",
+    prior: str | None = None,
     steps: int = 200,
     restarts: int = 4,
     lr: float = 0.05,
@@ -125,8 +129,9 @@ def project(
     """Find z for each image (n, C, S, S in [-1, 1]) with G(z) close to it; the best of `restarts` starts.
 
     The loss per start is the mean squared pixel error, plus `feature_weight` times the mean squared difference of
-    D's feature maps (every block) when a discriminator is given. Starts are drawn from the prior with `seed`;
-    with an encoder, the first start is E(x). A uniform prior's z is kept inside [-1, 1] after every step.
+    D's feature maps (every block) when a discriminator is given. Starts are drawn from the prior (by default
+    `generator.prior`) with `seed`; with an encoder, the first start is E(x). A uniform prior's z is kept inside
+    [-1, 1] after every step.
 
     Raises:
         ConfigError: the images do not match the generator, or steps/restarts are not positive.
@@ -140,6 +145,7 @@ def project(
         raise ConfigError(f"Projection needs steps >= 1 and restarts >= 1, got {steps} and {restarts}.")
     if feature_weight > 0 and discriminator is None:
         raise ConfigError("A feature loss needs the run's discriminator.")
+    prior = prior or generator.prior
     with _frozen(generator, discriminator):
         return _project(generator, images, prior, steps, restarts, lr, discriminator, feature_weight, encoder, seed)
 

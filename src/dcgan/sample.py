@@ -64,12 +64,14 @@ def generate(generator: Generator, z: torch.Tensor, batch_size: int = 256) -> to
 
 
 def write_samples(
-    generator: Generator, n: int, out: str | Path, *, seed: int = 0, prior: str = "uniform", nrow: int | None = None
+    generator: Generator, n: int, out: str | Path, *, seed: int = 0, prior: str | None = None, nrow: int | None = None
 ) -> dict[str, object]:
     """Write n samples as separate PNGs (`000000.png`, ...), a `grid.png`, their latents `z.npy` and `samples.json`.
 
-    The same seed gives the same images: sample i comes from the i-th latent vector of `latents(seed)`.
+    The same seed gives the same images: sample i comes from the i-th latent vector of `latents(seed)`. z is drawn
+    from `prior`, by default the one G was trained with (`generator.prior`).
     """
+    prior = prior or generator.prior
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     z = latents(n, generator.nz, prior, seed)

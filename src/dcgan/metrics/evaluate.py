@@ -72,17 +72,18 @@ def generated_features(
     extractor: FeatureExtractor,
     n: int,
     *,
-    prior: str = "uniform",
+    prior: str | None = None,
     seed: int = 0,
     batch_size: int = 250,
     logits: bool = False,
     keep_images: bool = False,
 ) -> tuple[Features, torch.Tensor | None]:
-    """Features of n samples G(z), z the first n latents of `seed`, quantised to uint8 as saved images are.
+    """Features of n samples G(z), z the first n latents of `seed` (from `prior`, by default `generator.prior`),
+    quantised to uint8 as saved images are.
 
     Returns (features, the uint8 images if `keep_images` else None).
     """
-    z = latents(n, generator.nz, prior, seed)
+    z = latents(n, generator.nz, prior or generator.prior, seed)
     feats, outs, kept = [], [], []
     for part in z.split(batch_size):
         images = to_uint8(generate(generator, part, batch_size))
@@ -148,7 +149,7 @@ def evaluate(
         n: generated samples; FID and KID use every reference image, precision/recall as many as `n`.
         features: `inception`, an extractor name or file, a loaded extractor, or None for the data's default.
         split: the reference split ("train" or "test").
-        prior: the latent prior; defaults to the generator's `prior` attribute, else uniform.
+        prior: the latent prior; by default the one G was trained with (`generator.prior`).
         seed: picks the latents (sample i is the i-th latent of the seed) and the metrics' random subsets.
         device: where the generator and extractor run.
         batch_size: images per forward pass.
@@ -165,7 +166,7 @@ def evaluate(
         channels=generator.channels, device=device, download=download, batch_size=batch_size, progress=progress,
     )  # fmt: skip
     generator.to(device)
-    prior = prior or str(getattr(generator, "prior", None) or "uniform")
+    prior = prior or generator.prior
     fake, _ = generated_features(
         generator, extractor, n, prior=prior, seed=seed, batch_size=batch_size,
         logits=any(m.needs_logits for m in chosen),

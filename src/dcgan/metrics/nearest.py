@@ -102,7 +102,6 @@ def memorisation_check(
     else:
         train = load_images(data, root=root, image_size=generator.image_size, channels=generator.channels)
     reference = reference_features(extractor, train, batch_size=batch_size, progress=progress)
-    prior = prior or str(getattr(generator, "prior", None) or "uniform")
     fake, images = generated_features(generator, extractor, n, prior=prior, seed=seed, batch_size=batch_size,
                                       keep_images=True)  # fmt: skip
     assert images is not None

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from dcgan.data import ImageData
 from dcgan.errors import ConfigError
 from dcgan.metrics.evaluate import describe_extractor, generated_features, prepare, score
 from dcgan.metrics.registry import parse_metrics, value_name
+from dcgan.models import Generator
 
 
 class TrainingEvaluator:
@@ -28,7 +28,7 @@ class TrainingEvaluator:
         n: generated samples per call.
         features: `inception`, an extractor name or file, or None for the data set's default.
         split: the reference split.
-        prior: the generator's latent prior ("uniform" or "normal").
+        prior: the latent prior ("uniform" or "normal"); by default each generator's own (`generator.prior`).
         seed: picks the fixed latents.
         device: where the extractor runs; None follows the generator at each call.
         batch_size: images per forward pass.
@@ -50,7 +50,7 @@ class TrainingEvaluator:
         n: int = 2000,
         features: str | Path | None = None,
         split: str = "train",
-        prior: str = "uniform",
+        prior: str | None = None,
         seed: int = 0,
         device: str | torch.device | None = None,
         batch_size: int = 250,
@@ -90,7 +90,7 @@ class TrainingEvaluator:
         return value < best if self.lower_is_better else value > best
 
     @torch.no_grad()
-    def __call__(self, generator: nn.Module) -> dict[str, float]:
+    def __call__(self, generator: Generator) -> dict[str, float]:
         """The metric's values for the generator, e.g. {"fid2k": 23.4} or {"kid2k": 0.01, "kid2k_std": 0.001}.
 
         The generator is put in eval mode for sampling and returned to its previous mode.
@@ -98,7 +98,7 @@ class TrainingEvaluator:
         if self.device is None:
             self.extractor.to(next(generator.parameters()).device)
         fake, _ = generated_features(
-            generator, self.extractor, self.n, prior=self.prior, seed=self.seed,  # type: ignore[arg-type]
+            generator, self.extractor, self.n, prior=self.prior or generator.prior, seed=self.seed,
             batch_size=self.batch_size, logits=self.metric.needs_logits,
         )  # fmt: skip
         values, _ = score(fake, self.reference, [self.metric], seed=self.seed)
