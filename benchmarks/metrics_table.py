@@ -16,11 +16,11 @@ import time
 
 import torch
 
-from dcgan.checkpoint import config_of, load, load_generator, resolve
 from dcgan.config import PRESETS, build_config
 from dcgan.data import load_images, native_channels
 from dcgan.metrics import evaluate, evaluate_images, load_features
 from dcgan.models import Generator
+from dcgan.run import Run
 
 
 def main() -> None:
@@ -52,21 +52,20 @@ def main() -> None:
         if args.untrained in PRESETS:
             config, channels = build_config(args.untrained), native_channels(args.data)
         else:
-            state = load(args.untrained)
-            config, channels = config_of(state), int(state.get("channels") or 3)
+            run = Run.open(args.untrained)
+            config, channels = run.config, run.channels
         size, channels = config.image_size, config.channels or channels
         torch.manual_seed(config.seed)
-        g = Generator(size, channels, config.nz, config.ngf)
+        g = Generator(size, channels, config.nz, config.ngf, prior=config.prior)
         started = time.perf_counter()
-        add("untrained G", "0", evaluate(g, n=args.n, prior=config.prior, seed=args.seed, **common).values, started)
+        add("untrained G", "0", evaluate(g, n=args.n, seed=args.seed, **common).values, started)
     for row in args.rows:
         label, _, path = row.partition("=")
-        checkpoint = resolve(path)
-        g = load_generator(checkpoint)
+        run = Run.open(path)
+        g = run.generator()
         size, channels = g.image_size, g.channels
         started = time.perf_counter()
-        step = str(int(load(checkpoint)["step"]))
-        add(label, step, evaluate(g, n=args.n, seed=args.seed, **common).values, started)
+        add(label, str(run.step), evaluate(g, n=args.n, seed=args.seed, **common).values, started)
     if args.real_test:
         test = load_images(args.data, root=args.data_root, image_size=size, channels=channels, split="test")
         started = time.perf_counter()

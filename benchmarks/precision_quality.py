@@ -17,10 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from dcgan.checkpoint import load_generator
 from dcgan.config import build_config
 from dcgan.data import load_images
 from dcgan.metrics import evaluate
+from dcgan.run import load_generator
 from dcgan.train import train
 
 

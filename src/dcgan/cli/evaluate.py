@@ -61,30 +61,28 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run_nearest)
 
 
-def _load(args: argparse.Namespace) -> tuple[Any, Any, Path]:
-    from dcgan.checkpoint import config_of, load, load_generator, resolve
+def _open(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The run and its generator; the data set and root default to the ones it trained on."""
+    from dcgan.run import Run
 
-    path = resolve(args.run)
-    state = load(path)
-    config = config_of(state)
-    generator = load_generator(path, ema=not args.no_ema, device=args.device)
-    args.data = args.data or config.data
-    args.data_root = args.data_root if args.data_root is not None else config.data_root
-    return generator, state, path
+    run = Run.open(args.run, device=args.device)
+    args.data = args.data or run.config.data
+    args.data_root = args.data_root if args.data_root is not None else run.config.data_root
+    return run, run.generator(ema=not args.no_ema)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from dcgan.metrics.evaluate import evaluate
 
-    generator, state, path = _load(args)
+    run, generator = _open(args)
     result = evaluate(
         generator, data=args.data, root=args.data_root, metrics=args.metrics, n=args.n, features=args.features,
         split=args.split, seed=args.seed, device=args.device, batch_size=args.batch_size, download=args.download,
         progress=not args.quiet,
     )  # fmt: skip
-    ema = bool(state.get("generator_ema")) and not args.no_ema
-    result.info.update({"checkpoint": str(path), "step": int(state["step"]), "ema": ema})
-    print(f"{path} (step {int(state['step'])}{', EMA generator' if ema else ''}), {args.n:,} samples, seed {args.seed}")
+    ema = run.has_ema and not args.no_ema
+    result.info.update({"checkpoint": str(run.path), "step": run.step, "ema": ema})
+    print(f"{run.path} (step {run.step}{', EMA generator' if ema else ''}), {args.n:,} samples, seed {args.seed}")
     print(result.table())
     if args.json:
         result.write_json(args.json)
@@ -94,13 +92,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def run_nearest(args: argparse.Namespace) -> int:
     from dcgan.metrics.nearest import memorisation_check, write_memorisation_check
+    from dcgan.run import CHECKPOINT_DIR
 
-    generator, state, path = _load(args)
+    run, generator = _open(args)
     result = memorisation_check(
         generator, data=args.data, root=args.data_root, features=args.features, show=args.show, k=args.k, n=args.n,
         seed=args.seed, device=args.device, batch_size=args.batch_size, progress=not args.quiet,
     )  # fmt: skip
-    title = f"{path.parent.parent.name if path.parent.name == 'checkpoints' else path.name}, step {int(state['step'])}"
+    in_folder = run.path.parent.name == CHECKPOINT_DIR
+    title = f"{run.folder.root.name if in_folder else run.path.name}, step {run.step}"
     summary = write_memorisation_check(result, args.out, title)
     print(json.dumps(summary, indent=2))
     print(f"Wrote {args.out / 'nearest.png'}, {args.out / 'nearest_distances.png'} and {args.out / 'nearest.json'}")

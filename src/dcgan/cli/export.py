@@ -19,17 +19,16 @@ def register(sub: Any) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from dcgan.checkpoint import config_of, load, load_generator, resolve
     from dcgan.export import export_generator
+    from dcgan.run import Run
 
-    path = resolve(args.run)
-    config = config_of(load(path))
-    generator = load_generator(path, ema=not args.no_ema)
-    out = export_generator(generator, args.format, args.out, prior=config.prior)
+    run = Run.open(args.run)
+    generator = run.generator(ema=not args.no_ema)
+    out = export_generator(generator, args.format, args.out)
     size = out.stat().st_size / 2**20
     print(
-        f"Wrote the generator of {path} as {args.format} to {out} ({size:.1f} MB): "
-        f"z (batch, {generator.nz}) {config.prior} -> images (batch, {generator.channels}, "
+        f"Wrote the generator of {run.path} as {args.format} to {out} ({size:.1f} MB): "
+        f"z (batch, {generator.nz}) {generator.prior} -> images (batch, {generator.channels}, "
         f"{generator.image_size}, {generator.image_size}) in [-1, 1]."
     )
     return 0

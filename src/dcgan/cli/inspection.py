@@ -56,7 +56,7 @@ def run_ablate(args: argparse.Namespace) -> int:
     _, facts, generator = open_run(args)
     layer = default_layer(generator, args.layer)
     filters = parse_filters(args.filters, num_filters(generator, layer))
-    z = latents(args.n, generator.nz, facts["prior"], args.seed)
+    z = latents(args.n, generator.nz, generator.prior, args.seed)
     before, after = generate(generator, z), drop_filters(generator, z, layer, filters)
     nrow = min(args.n, 8)
     figure = vstack(
@@ -90,14 +90,14 @@ def run_find_filters(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else (file_seed or 0)
     args.seed = seed
     numbers = sorted(masks)
-    z = latents(numbers[-1] + 1, generator.nz, facts["prior"], seed)[numbers]
+    z = latents(numbers[-1] + 1, generator.nz, generator.prior, seed)[numbers]
     layer = default_layer(generator, args.layer)
     marks = torch.from_numpy(np.stack([masks[i] for i in numbers]))
     search = find_filters(generator, z, marks, layer, seed)
     if not search.filters:
         raise ConfigError(f"No filter of layer {layer} has a positive weight for the boxes; mark more samples.")
     dropped = search.filters[: args.drop_top] if args.drop_top else search.filters
-    fresh = latents(args.n, generator.nz, facts["prior"], seed + 1)
+    fresh = latents(args.n, generator.nz, generator.prior, seed + 1)
     marked = generate(generator, z)
     shaded = marked.clone()
     inside = marks[:, None].expand_as(shaded)
@@ -131,14 +131,13 @@ def run_find_filters(args: argparse.Namespace) -> int:
 
 
 def run_guided_backprop(args: argparse.Namespace) -> int:
-    from dcgan.checkpoint import load_discriminator
     from dcgan.inspection import gradient_images, guided_backprop, out_channels, parse_filters
     from dcgan.latent import hstack, labelled, row_labelled
     from dcgan.models import Discriminator
     from dcgan.sample import generate, grid_image, latents
 
-    _, facts, generator = open_run(args)
-    trained = load_discriminator(args.run, device=args.device)
+    run, facts, generator = open_run(args)
+    trained = run.discriminator()
     if not -len(trained.blocks) <= args.layer < len(trained.blocks):
         from dcgan.errors import ConfigError
 
@@ -148,7 +147,7 @@ def run_guided_backprop(args: argparse.Namespace) -> int:
     features = parse_filters(args.features, out_channels(trained.blocks[args.layer]))
     torch.manual_seed(args.seed)
     random = Discriminator(trained.image_size, trained.channels, trained.ndf).to(args.device).eval()
-    images = generate(generator, latents(args.candidates, generator.nz, facts["prior"], args.seed)).to(args.device)
+    images = generate(generator, latents(args.candidates, generator.nz, generator.prior, args.seed)).to(args.device)
     panels, results = [], {}
     for name, d in (("trained D", trained), ("random D", random)):
         found = guided_backprop(d, images, features, args.top, args.layer)

@@ -9,11 +9,15 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from dcgan.cli.common import non_negative_int, positive_float, positive_int
+
+if TYPE_CHECKING:
+    from dcgan.models import Generator
+    from dcgan.run import Run
 
 
 def add_common(p: argparse.ArgumentParser, seed_help: str = "seed of the sample sheet that numbers name") -> None:
@@ -33,16 +37,13 @@ def add_projection(p: argparse.ArgumentParser) -> None:
     g.add_argument("--encoder-steps", type=non_negative_int, default=0, help="fit an encoder on G's samples for this many steps to make the first start (default 0: none)")  # fmt: skip
 
 
-def open_run(args: argparse.Namespace) -> tuple[Path, dict[str, Any], Any]:
-    """(checkpoint path, facts for the record, generator in eval mode) of the command's RUN argument."""
-    from dcgan.checkpoint import config_of, load, load_generator, resolve
+def open_run(args: argparse.Namespace) -> tuple[Run, dict[str, Any], Generator]:
+    """(the opened run, facts for the record, generator in eval mode) of the command's RUN argument."""
+    from dcgan.run import Run
 
-    path = resolve(args.run)
-    state = load(path)
-    config = config_of(state)
-    generator = load_generator(path, ema=not args.no_ema, device=args.device)
-    facts = {"checkpoint": str(path), "step": int(state["step"]), "prior": config.prior, "nz": config.nz}
-    return path, facts, generator
+    run = Run.open(args.run, device=args.device)
+    facts = {"checkpoint": str(run.path), "step": run.step, "prior": run.prior, "nz": run.config.nz}
+    return run, facts, run.generator(ema=not args.no_ema)
 
 
 def write_record(out: Path, command: str, args: argparse.Namespace, facts: dict[str, Any], **results: Any) -> Path:
@@ -65,37 +66,31 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def projector(args: argparse.Namespace, generator: Any, prior: str) -> Any:
+def projector(args: argparse.Namespace, run: Run, generator: Generator) -> Any:
     """The function that brings image files into z with the command's projection options."""
     from dcgan.projection import fit_encoder, load_image_files, project
 
     fitted: list[Any] = []  # the encoder, fitted once on first use and shared by every group of the command
 
-    def run(paths: list[Path]) -> torch.Tensor:
+    def into_z(paths: list[Path]) -> torch.Tensor:
         images = load_image_files(paths, generator.image_size, generator.channels)
-        discriminator = _discriminator(args) if args.feature_weight > 0 else None
+        discriminator = run.discriminator() if args.feature_weight > 0 else None
         if args.encoder_steps and not fitted:
-            fitted.append(fit_encoder(generator, prior=prior, steps=args.encoder_steps, seed=args.seed))
+            fitted.append(fit_encoder(generator, steps=args.encoder_steps, seed=args.seed))
         encoder = fitted[0] if fitted else None
         result = project(
-            generator, images, prior=prior, steps=args.project_steps, restarts=args.restarts, lr=args.project_lr,
+            generator, images, steps=args.project_steps, restarts=args.restarts, lr=args.project_lr,
             discriminator=discriminator, feature_weight=args.feature_weight, encoder=encoder, seed=args.seed,
         )  # fmt: skip
         return result.z
 
-    return run
+    return into_z
 
 
-def _discriminator(args: argparse.Namespace) -> Any:
-    from dcgan.checkpoint import load_discriminator
-
-    return load_discriminator(args.run, device=args.device)
-
-
-def exemplars(args: argparse.Namespace, spec: str, generator: Any, prior: str) -> Any:
+def exemplars(args: argparse.Namespace, spec: str, run: Run, generator: Generator) -> Any:
     from dcgan.latent import resolve_ids
 
-    return resolve_ids(spec, generator.nz, prior, args.seed, projector(args, generator, prior))
+    return resolve_ids(spec, generator.nz, generator.prior, args.seed, projector(args, run, generator))
 
 
 # ----------------------------------------------------------------------------------------------- commands
@@ -150,12 +145,12 @@ def run_interpolate(args: argparse.Namespace) -> int:
     from dcgan.latent import interpolate, interpolate_chain, save_frames, save_z, walk_frames
     from dcgan.sample import generate, latents, save_grid
 
-    _, facts, generator = open_run(args)
+    run, facts, generator = open_run(args)
     if args.steps < 2:
         raise _config_error(f"--steps must be at least 2, got {args.steps}.")
     sources: list[str]
     if args.points:
-        points = exemplars(args, args.points, generator, facts["prior"])
+        points = exemplars(args, args.points, run, generator)
         if points.z.shape[0] < 2:
             raise _config_error("--points needs at least 2 exemplars.")
         chain = interpolate_chain(points.z, args.steps, args.method)
@@ -166,7 +161,7 @@ def run_interpolate(args: argparse.Namespace) -> int:
         frames = walk_frames(images, 1, images.shape[0])
         z, sources = chain, points.sources
     else:
-        ends = latents(2 * args.rows, generator.nz, facts["prior"], args.seed)
+        ends = latents(2 * args.rows, generator.nz, generator.prior, args.seed)
         z = torch.cat([interpolate(ends[2 * r], ends[2 * r + 1], args.steps, args.method) for r in range(args.rows)])
         images = generate(generator, z)
         save_grid(images, args.out / "walk.png", nrow=args.steps)
@@ -184,16 +179,12 @@ def run_project(args: argparse.Namespace) -> int:
     from dcgan.projection import fit_encoder, load_image_files, project
     from dcgan.sample import grid_image
 
-    _, facts, generator = open_run(args)
+    run, facts, generator = open_run(args)
     images = load_image_files(args.images, generator.image_size, generator.channels)
-    encoder = (
-        fit_encoder(generator, prior=facts["prior"], steps=args.encoder_steps, seed=args.seed)
-        if args.encoder_steps
-        else None
-    )
-    discriminator = _discriminator(args) if args.feature_weight > 0 else None
+    encoder = fit_encoder(generator, steps=args.encoder_steps, seed=args.seed) if args.encoder_steps else None
+    discriminator = run.discriminator() if args.feature_weight > 0 else None
     result = project(
-        generator, images, prior=facts["prior"], steps=args.project_steps, restarts=args.restarts, lr=args.project_lr,
+        generator, images, steps=args.project_steps, restarts=args.restarts, lr=args.project_lr,
         discriminator=discriminator, feature_weight=args.feature_weight, encoder=encoder, seed=args.seed,
     )  # fmt: skip
     nrow = min(images.shape[0], 8)
@@ -218,8 +209,8 @@ def run_project(args: argparse.Namespace) -> int:
 def run_arithmetic(args: argparse.Namespace) -> int:
     from dcgan.latent import arithmetic_figure, save_z, vector_arithmetic
 
-    _, facts, generator = open_run(args)
-    groups = {name: exemplars(args, getattr(args, name), generator, facts["prior"]) for name in "abc"}
+    run, facts, generator = open_run(args)
+    groups = {name: exemplars(args, getattr(args, name), run, generator) for name in "abc"}
     result = vector_arithmetic(
         generator, groups["a"].z, groups["b"].z, groups["c"].z, noise=args.noise, n_noisy=args.n_noisy, seed=args.seed
     )
@@ -241,20 +232,19 @@ def run_direction(args: argparse.Namespace) -> int:
     by_ids, by_labels = bool(args.a or args.b), bool(args.labels_from or args.a_label or args.b_label)
     if by_ids == by_labels or (by_ids and not (args.a and args.b)) or (by_labels and not (args.labels_from and args.a_label and args.b_label)):  # fmt: skip
         raise _config_error("Give either --a IDS and --b IDS, or --labels-from FOLDER with --a-label and --b-label.")
-    _, facts, generator = open_run(args)
-    prior = facts["prior"]
+    run, facts, generator = open_run(args)
     if by_ids:
-        a, b = exemplars(args, args.a, generator, prior), exemplars(args, args.b, generator, prior)
+        a, b = exemplars(args, args.a, run, generator), exemplars(args, args.b, run, generator)
         za, zb, sources = a.z, b.z, {"a": a.sources, "b": b.sources}
     else:
         files = label_groups(args.labels_from, args.label_field, [args.a_label, args.b_label], args.per_group)
-        project = projector(args, generator, prior)
+        project = projector(args, run, generator)
         za, zb = project(files[0]), project(files[1])
         sources = {"a": [str(f) for f in files[0]], "b": [str(f) for f in files[1]]}
     starts = (
-        exemplars(args, args.starts, generator, prior).z
+        exemplars(args, args.starts, run, generator).z
         if args.starts
-        else latents(args.rows, generator.nz, prior, args.seed)
+        else latents(args.rows, generator.nz, generator.prior, args.seed)
     )
     result = attribute_direction(generator, za, zb, starts, steps=args.steps, span=args.span)
     save_grid(result.images, args.out / "direction.png", nrow=args.steps)

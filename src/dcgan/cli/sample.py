@@ -29,21 +29,19 @@ def register(sub: Any) -> None:
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    from dcgan.checkpoint import config_of, load_generator, resolve
-    from dcgan.checkpoint import load as load_checkpoint
+    from dcgan.run import Run
     from dcgan.sample import write_samples
 
-    path = resolve(args.run)
-    config = config_of(load_checkpoint(path))
-    generator = load_generator(path, ema=not args.no_ema, device=args.device)
-    write_samples(generator, args.n, args.out, seed=args.seed, prior=config.prior, nrow=args.nrow)
+    run = Run.open(args.run, device=args.device)
+    generator = run.generator(ema=not args.no_ema)
+    write_samples(generator, args.n, args.out, seed=args.seed, nrow=args.nrow)
     if args.sheet:
         from dcgan.latent import numbered_sheet
         from dcgan.sample import generate, latents
 
-        images = generate(generator, latents(args.n, generator.nz, config.prior, args.seed))
+        images = generate(generator, latents(args.n, generator.nz, generator.prior, args.seed))
         numbered_sheet(images, args.nrow).save(args.out / "sheet.png")
-    print(f"Wrote {args.n} samples from {path} (seed {args.seed}) to {args.out}; grid: {args.out / 'grid.png'}")
+    print(f"Wrote {args.n} samples from {run.path} (seed {args.seed}) to {args.out}; grid: {args.out / 'grid.png'}")
     return 0
 
 

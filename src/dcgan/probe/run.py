@@ -16,13 +16,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from dcgan.checkpoint import config_of, load_discriminator, resolve
-from dcgan.checkpoint import load as load_checkpoint
 from dcgan.data import load_images
 from dcgan.errors import ConfigError, DataError
 from dcgan.models import Discriminator
 from dcgan.probe import features as feat
 from dcgan.probe.protocols import DEFAULT_C, ProtocolResult, few_labels, full_labels
+from dcgan.run import Run
 
 FEATURE_SETS = ("trained", "random", "pixels")
 #: The paper's figures, as accuracies, keyed by (data, protocol, labels per class). Its D was trained on
@@ -209,11 +208,10 @@ def probe(
     settings = settings or ProbeSettings()
     settings.validate()
     say = log or (lambda _: None)
-    path = resolve(checkpoint)
-    state = load_checkpoint(path)
-    trained = load_discriminator(path)
+    run = Run.open(checkpoint)
+    trained = run.discriminator()
     feat.check_layers(trained, settings.layers, settings.grid)  # before the data: a bad flag should fail fast
-    config = config_of(state)
+    config = run.config
     data = settings.data or config.data or ""
     root = settings.data_root if settings.data else settings.data_root or config.data_root
     if not data:
@@ -225,7 +223,7 @@ def probe(
     if settings.val_size >= len(train.labels):
         raise ConfigError(f"--val-size {settings.val_size} leaves no training images out of {len(train.labels)}.")
 
-    report = ProbeReport(str(path), int(state["step"]), data, root, settings)
+    report = ProbeReport(str(run.path), run.step, data, root, settings)
     begin = time.perf_counter()
     for name in settings.features:
         start = time.perf_counter()

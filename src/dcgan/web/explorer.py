@@ -86,7 +86,6 @@ class Explorer:
     """A trained generator and the facts the page shows about it; every method is safe to call from many threads."""
 
     generator: Generator
-    prior: str
     step: int = 0
     name: str = "generator"
 
@@ -100,12 +99,15 @@ class Explorer:
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, ema: bool = True) -> Explorer:
         """The explorer of a run folder (its newest checkpoint) or a checkpoint file."""
-        from dcgan.checkpoint import config_of, load, load_generator, resolve
+        from dcgan.run import Run
 
-        path = resolve(path)
-        state = load(path)
-        generator = load_generator(path, ema=ema)
-        return cls(generator, config_of(state).prior, int(state["step"]), f"{path.parent.parent.name}/{path.name}")
+        run = Run.open(path)
+        return cls(run.generator(ema=ema), run.step, run.name)
+
+    @property
+    def prior(self) -> str:
+        """The latent prior G was trained with: what sheets and projection starts are drawn from."""
+        return self.generator.prior
 
     # ------------------------------------------------------------------------------------------- checks
 
@@ -211,7 +213,7 @@ class Explorer:
         """An uploaded image brought into z (`dcgan.projection.project`): the image as G sees it, G(z) and z."""
         target = read_upload(data, self.generator.image_size, self.generator.channels)
         with self.projection_lock:
-            found = project(self._projector, target, prior=self.prior, steps=steps, restarts=restarts, seed=seed)
+            found = project(self._projector, target, steps=steps, restarts=restarts, seed=seed)
         return {
             "target": png(image_of(target[0])),
             "image": png(image_of(found.reconstructions[0])),
