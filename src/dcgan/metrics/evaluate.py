@@ -16,7 +16,8 @@ import torch
 
 from dcgan.data import ImageData
 from dcgan.errors import ConfigError
-from dcgan.metrics.extractors import FeatureExtractor, Features, load_features
+from dcgan.metrics.extractors import load_features
+from dcgan.metrics.feature_extractor import FeatureExtractor, Features
 from dcgan.metrics.reference import Reference, reference_features
 from dcgan.metrics.registry import Metric, MetricInputs, parse_metrics, value_name
 from dcgan.models import Generator

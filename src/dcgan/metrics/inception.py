@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torchvision.models import inception as tv
 
 from dcgan.errors import CheckpointError
-from dcgan.metrics.extractors import FeatureExtractor, file_fingerprint
+from dcgan.metrics.feature_extractor import FeatureExtractor, file_fingerprint
 
 WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{WEIGHTS_FILE}"
