@@ -10,6 +10,9 @@ from dcgan.cli.common import non_negative_int, positive_int
 
 
 def register(sub: Any) -> None:
+    from dcgan.data import registry
+
+    fittable = [d.name for d in registry.entries() if d.fittable]
     p = sub.add_parser("extractor", help="fit or list feature extractors for the metrics (offline FID etc.)")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
@@ -17,7 +20,7 @@ def register(sub: Any) -> None:
         "fit",
         help="train a domain classifier (LeNet for digits, small CNN for CIFAR-10) and save it with its accuracy",
     )
-    f.add_argument("--data", required=True, help="mnist, fashion-mnist or cifar10 (needs a train and a test split)")
+    f.add_argument("--data", required=True, help=f"{', '.join(fittable)} (needs a train and a test split)")
     f.add_argument("--data-root", help="where the data set lives")
     f.add_argument("--arch", choices=("lenet", "cnn"), help="default: lenet for the digit sets, cnn otherwise")
     f.add_argument("--epochs", type=positive_int, help="default: enough for about 2,000 (lenet) or 1,500 (cnn) steps")

@@ -33,7 +33,10 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def register(sub: Any) -> None:
+    from dcgan.data import registry
     from dcgan.probe import DEFAULT_C, FEATURE_SETS
+
+    labelled = [d.name for d in registry.entries() if d.labelled and d.separate_test]
 
     p = sub.add_parser(
         "probe",
@@ -42,7 +45,7 @@ def register(sub: Any) -> None:
         "validation split. Baselines in the same run: a random D of the same shape, and raw pixels.",
     )
     p.add_argument("run", type=Path, metavar="RUN_DIR|CHECKPOINT")
-    p.add_argument("--data", help="cifar10, svhn, mnist, fashion-mnist, or a FOLDER with train/ and test/ "
+    p.add_argument("--data", help=f"{', '.join(labelled)}, or a FOLDER with train/ and test/ "
                    "sub-folders of class folders (default: the run's training data)")  # fmt: skip
     p.add_argument("--data-root", metavar="DIR", help="where the standard data sets live")
     p.add_argument("--features", type=_names, default=FEATURE_SETS, metavar="LIST",

@@ -18,15 +18,11 @@ from typing import Protocol
 
 import numpy as np
 
+from dcgan.data import load_images, registry
 from dcgan.data.folder import list_images
 from dcgan.data.transform import pil_to_array
 from dcgan.dedup.autoencoder import CROP
 from dcgan.errors import DataError
-
-#: Data set names `load_images` reads from their official layouts (anything else is a folder or a .txt list).
-STANDARD_NAMES = ("mnist5k", "mnist", "fashion-mnist", "cifar10", "svhn", "celeba", "imagenet")
-#: The digit sets load at their own 28x28 (then resize to 32); the rest load straight at 32x32.
-OWN_SIZE = {"mnist5k": 28, "mnist": 28, "fashion-mnist": 28}
 
 
 @dataclass
@@ -130,17 +126,18 @@ def open_source(data: str | Path, *, root: str | Path | None = None, channels: i
         DataError: the path does not exist, holds no images, or the named set is missing.
     """
     name = str(data)
-    if name in STANDARD_NAMES or name.startswith("lsun:"):
-        from dcgan.data import load_images, native_channels
-
-        loaded = load_images(name, root=root, image_size=OWN_SIZE.get(name, 32), channels=channels)
+    entry = registry.find(name)
+    if entry is not None:
+        # A set of fixed-size images loads at its own size (exact duplicates are identical pixels there) and is
+        # resized to CROP as it is read; one whose images differ in size loads straight at CROP.
+        loaded = load_images(name, root=root, image_size=entry.size or CROP, channels=channels)
         if loaded.files is not None:
-            return FileSource(loaded.files, channels or native_channels(name))
+            return FileSource(loaded.files, channels or entry.channels)
         return ArraySource(name.replace(":", "-"), loaded.images.numpy())
     path = Path(name).expanduser()
     if not path.exists():
-        names = ", ".join(STANDARD_NAMES)
-        raise DataError(f"--data {name!r} is neither a data set name ({names}, lsun:<category>) nor an existing path.")
+        names = ", ".join(registry.names())
+        raise DataError(f"--data {name!r} is neither a data set name ({names}) nor an existing path.")
     files = [str(f) for f in list_images(path.resolve())]
     if not files:
         raise DataError(f"--data {path} holds no image files.")

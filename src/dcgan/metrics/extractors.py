@@ -10,7 +10,8 @@ Two kinds, chosen by `--features`:
 
 Every extractor takes uint8 images (N, C, S, S) of any size and channel count, converts them to what it was
 trained on (channels, size, value range) and returns (features, class logits); the base class is in
-`dcgan.metrics.feature_extractor`.
+`dcgan.metrics.feature_extractor`. Which extractor a data set uses by default, and which sets one is fitted on,
+is in the data set registry (`dcgan.data.registry`).
 """
 
 from __future__ import annotations
@@ -20,19 +21,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dcgan.data import registry
 from dcgan.data.cache import cache_dir
 from dcgan.errors import CheckpointError, ConfigError
 from dcgan.metrics.feature_extractor import FeatureExtractor, file_fingerprint
 from dcgan.metrics.inception import load_inception
 
 FORMAT = "dcgan-extractor"
-#: The extractor each standard data set uses when `--features` is not given.
-DEFAULT_FOR_DATA = {
-    "mnist": "lenet-mnist",
-    "mnist5k": "lenet-mnist",
-    "fashion-mnist": "lenet-fashion-mnist",
-    "cifar10": "cnn-cifar10",
-}
 
 
 class LeNet(FeatureExtractor):
@@ -139,8 +134,9 @@ def available() -> list[Path]:
 
 
 def default_features(data: str) -> str:
-    """The `--features` a data set uses by default: its domain classifier, else Inception."""
-    return DEFAULT_FOR_DATA.get(data, "inception")
+    """The `--features` a data set uses by default: its registry entry's (a domain classifier), else Inception."""
+    entry = registry.find(data)
+    return entry.features if entry is not None else "inception"
 
 
 def load_features(
@@ -150,7 +146,7 @@ def load_features(
 
     Args:
         spec: `inception`, an extractor name such as `lenet-fashion-mnist`, or a path; None picks the data
-            set's default (`DEFAULT_FOR_DATA`, else `inception`).
+            set's default (`default_features`).
         data: the data set name, for the default.
         device: where the network runs.
         download: fetch the FID Inception weights if they are missing (needs internet).
@@ -171,11 +167,12 @@ def load_features(
     if stored.is_file():
         return load_extractor_file(stored, device)
     have = ", ".join(p.stem for p in available()) or "none yet"
+    fittable = [d.name for d in registry.entries() if d.fittable]
     arch, _, trained_on = name.partition("-")
-    if arch in ARCHES and trained_on in ("mnist", "fashion-mnist", "cifar10"):
+    if arch in ARCHES and trained_on in fittable:
         hint = f"`dcgan extractor fit --data {trained_on}` makes it"
     else:
-        hint = "`dcgan extractor fit --data mnist|fashion-mnist|cifar10` makes one"
+        hint = f"`dcgan extractor fit --data {'|'.join(fittable)}` makes one"
     raise ConfigError(
         f"No feature extractor {name!r} in {extractor_dir()} (have: {have}); {hint}, "
         "or pass --features inception or a file."

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from dcgan.data import ImageData, load_images
+from dcgan.data import ImageData, load_images, registry
 from dcgan.errors import ConfigError, DataError
 from dcgan.metrics.extractors import ARCHES, FeatureExtractor, extractor_dir, save_extractor
 
@@ -23,7 +23,10 @@ DEFAULT_STEPS = {"lenet": 2000, "cnn": 1500}
 
 
 def default_arch(data: str) -> str:
-    return "lenet" if data in ("mnist", "mnist5k", "fashion-mnist") else "cnn"
+    """The network fitted on a data set: its registry entry's `fit_arch` (LeNet for the grey digit-sized sets),
+    else the small CNN."""
+    entry = registry.find(data)
+    return entry.fit_arch if entry is not None and entry.fit_arch is not None else "cnn"
 
 
 def default_epochs(arch: str, train_images: int, batch_size: int) -> int:

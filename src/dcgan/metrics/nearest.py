@@ -16,15 +16,12 @@ from typing import Any
 import torch
 from torchvision.utils import make_grid
 
-from dcgan.data import ImageData, load_images
+from dcgan.data import ImageData, load_images, registry
 from dcgan.errors import ConfigError
 from dcgan.metrics.evaluate import generated_features
 from dcgan.metrics.extractors import FeatureExtractor, load_features
 from dcgan.metrics.reference import reference_features
 from dcgan.models import Generator
-
-#: Data sets whose test split is disjoint from the train split, so test images can serve as the yardstick.
-SEPARATE_TEST_SPLIT = ("mnist", "fashion-mnist", "cifar10", "svhn")
 
 
 def nearest_neighbours(
@@ -107,8 +104,9 @@ def memorisation_check(
     assert images is not None
     dist, idx = nearest_neighbours(fake.features, reference.features, k)
     test_nearest = torch.empty(0, dtype=torch.float64)
-    # Elsewhere "test" may be the training images again, which would make a false yardstick.
-    if isinstance(data, str) and data in SEPARATE_TEST_SPLIT:
+    # Only a separate test split is a yardstick: elsewhere "test" may be the training images again.
+    entry = registry.find(data) if isinstance(data, str) else None
+    if isinstance(data, str) and entry is not None and entry.separate_test:
         test = load_images(data, root=root, image_size=generator.image_size, channels=generator.channels, split="test")
         test_features = extractor.extract(test.images[:n], batch_size=batch_size).features
         test_nearest = nearest_neighbours(test_features, reference.features, 1)[0][:, 0]

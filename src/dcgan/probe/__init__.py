@@ -8,13 +8,12 @@
 
 from dcgan.probe.features import extract_features, feature_dim, pixel_features, recompute_batchnorm
 from dcgan.probe.protocols import DEFAULT_C, ProtocolResult, draw_labelled, few_labels, full_labels, validation_split
-from dcgan.probe.run import FEATURE_SETS, PAPER, ProbeReport, ProbeSettings, probe, random_discriminator
+from dcgan.probe.run import FEATURE_SETS, ProbeReport, ProbeSettings, paper_accuracy, probe, random_discriminator
 from dcgan.probe.svm import LinearSVM, Standardizer, fit_standardizer, fit_svm
 
 __all__ = [
     "DEFAULT_C",
     "FEATURE_SETS",
-    "PAPER",
     "LinearSVM",
     "ProbeReport",
     "ProbeSettings",
@@ -27,6 +26,7 @@ __all__ = [
     "fit_standardizer",
     "fit_svm",
     "full_labels",
+    "paper_accuracy",
     "pixel_features",
     "probe",
     "random_discriminator",

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dcgan.data import load_images
+from dcgan.data import load_images, registry
 from dcgan.errors import ConfigError, DataError
 from dcgan.models import Discriminator
 from dcgan.probe import features as feat
@@ -24,9 +24,6 @@ from dcgan.probe.protocols import DEFAULT_C, ProtocolResult, few_labels, full_la
 from dcgan.run import Run
 
 FEATURE_SETS = ("trained", "random", "pixels")
-#: The paper's figures, as accuracies, keyed by (data, protocol, labels per class). Its D was trained on
-#: ImageNet-1k, not on the probed data set, and was wider (28,672 features from three layers).
-PAPER = {("cifar10", "full", None): 0.828, ("svhn", "few", 100): 1 - 0.2248}
 
 
 @dataclass
@@ -270,8 +267,18 @@ def _protocols(
     return results
 
 
+def paper_accuracy(data: str, protocol: str, labels_per_class: int | None) -> float | None:
+    """The paper's figure for a probe of `data` (its registry entry's `paper_probe`), where it gives one.
+
+    The paper's D was trained on ImageNet-1k, not on the probed data set, and was wider (28,672 features from
+    three layers), so its figure is a reference point, not a target.
+    """
+    entry = registry.find(data)
+    return entry.paper_probe.get((protocol, labels_per_class)) if entry is not None else None
+
+
 def _entry(name: str, result: ProtocolResult, dims: int, data: str) -> dict[str, Any]:
-    paper = PAPER.get((data, result.protocol, result.labels_per_class)) if name == "trained" else None
+    paper = paper_accuracy(data, result.protocol, result.labels_per_class) if name == "trained" else None
     return {
         "features": name,
         "protocol": result.protocol,
