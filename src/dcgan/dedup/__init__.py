@@ -30,7 +30,8 @@ from dcgan.errors import ConfigError, DataError
 METHODS = ("autoencoder", "phash", "dhash")
 MODEL_FILE = "autoencoder.safetensors"
 #: Bits a near-duplicate's hash may differ by (the paper's rule, exact collision, is 0). 4 of 128 bits keeps
-#: the search near-linear at a million images and quadruples recall (see docs/readme/dedup.md).
+#: the search near-linear at a million images and quadruples recall, 0.13 to 0.55 at precision 0.994
+#: (benchmarks/dedup_quality.py measures it).
 DEFAULT_RADIUS = 4
 DEFAULT_STEPS = 2000
 
