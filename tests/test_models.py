@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
 
+from dcgan.checkpoint import list_checkpoints, load_discriminator
+from dcgan.data import ImageData
 from dcgan.models import Discriminator, Generator, num_stages, sample_prior
+from dcgan.train import train
+from tests.conftest import shapes_data, tiny_config
 
 SIZES = [16, 32, 64, 128, 256]
 
@@ -72,11 +79,25 @@ def test_weights_follow_the_paper_init() -> None:
         assert w.std().item() == pytest.approx(0.02, rel=0.02)
 
 
-def test_probability_is_sigmoid_of_logits() -> None:
+def test_probability_is_sigmoid_of_logits(tmp_path: Path) -> None:
+    """D's output is a logit, not a probability; the probability a run reports as D(x) is its sigmoid."""
+    torch.manual_seed(0)
     d = Discriminator(16, 1, ndf=8).eval()
-    x = torch.randn(4, 1, 16, 16)
-    p = torch.sigmoid(d(x))
-    assert ((p > 0) & (p < 1)).all()
+    assert not any(isinstance(m, nn.Sigmoid) for m in d.modules())
+    logits = d(torch.randn(64, 1, 16, 16))
+    assert (logits < 0).any(), "a probability would never be negative"
+
+    # A one-step run on copies of one image: every real batch is the same whatever the data order, so the D(x)
+    # it logs must be the sigmoid of the step-0 discriminator's logits on that batch (in train mode, as trained).
+    image = shapes_data(n=1).images
+    data = ImageData(image.expand(64, -1, -1, -1).clone(), None, "one image", "train", "synthetic")
+    run = tmp_path / "run"
+    train(tiny_config(steps=1, log_every=1), run, data=data, progress=False)
+    (logged,) = [r["d_x"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "d_x" in r]
+    d0 = load_discriminator(list_checkpoints(run)[0]).train()
+    with torch.no_grad():
+        probability = float(torch.sigmoid(d0(image.float() / 127.5 - 1)))
+    assert logged == pytest.approx(probability, rel=1e-5, abs=1e-6)
 
 
 @pytest.mark.parametrize("prior", ["uniform", "normal"])
