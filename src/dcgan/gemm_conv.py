@@ -23,10 +23,14 @@ from torch import nn
 _enabled = True
 
 
-def use_gemm_conv(enabled: bool) -> None:
-    """Turn the GEMM path on or off for every `Conv2d`/`ConvTranspose2d` in this module (default on)."""
+def use_gemm_conv(enabled: bool) -> bool:
+    """Turn the GEMM path on or off for every `Conv2d`/`ConvTranspose2d` in this module (default on).
+
+    Returns the previous setting, so that a caller that changes it for a while (training) can put it back.
+    """
     global _enabled
-    _enabled = enabled
+    previous, _enabled = _enabled, enabled
+    return previous
 
 
 # ------------------------------------------------------------------------ im2col / col2im, stride 2, 4x4
