@@ -16,6 +16,8 @@ from dcgan.errors import ConfigError
 
 PRIORS = ("uniform", "normal")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: The metrics `--eval-every` can track: those with one number to pick the best checkpoint by (`dcgan.metrics`).
+EVAL_METRICS = ("fid", "kid", "is")
 #: Fields that fix the shape of G and D: a checkpoint only resumes into a config that agrees on these.
 ARCHITECTURE_FIELDS = ("image_size", "channels", "nz", "ngf", "ndf")
 
@@ -76,6 +78,8 @@ class TrainConfig:
             raise ConfigError(f"--max-nan-retries must be 0 or more, got {self.max_nan_retries}.")
         if self.eval_every < 0 or self.eval_n < 4:
             raise ConfigError("--eval-every must be 0 or more and --eval-n at least 4.")
+        if self.eval_metric not in EVAL_METRICS:
+            raise ConfigError(f"--eval-metric must be one of {', '.join(EVAL_METRICS)}, got {self.eval_metric!r}.")
         if not 0 <= self.ema < 1:
             raise ConfigError(f"--ema must be a decay in [0, 1), e.g. 0.999, got {self.ema}.")
         if self.prior not in PRIORS:

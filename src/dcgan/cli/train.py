@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from dcgan.cli.common import non_negative_int, positive_float, positive_int
-from dcgan.config import PRECISIONS, PRESETS, PRIORS, TrainConfig, build_config
+from dcgan.config import EVAL_METRICS, PRECISIONS, PRESETS, PRIORS, TrainConfig, build_config
 from dcgan.errors import ConfigError
 
 DEFAULT_PRESET = "digits32"
@@ -51,7 +51,7 @@ CONFIG_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "--eval-metric": (
         "eval_metric",
-        {"choices": ["fid", "kid", "is"], "help": "the metric --eval-every tracks (default fid)"},
+        {"choices": EVAL_METRICS, "help": "the metric --eval-every tracks (default fid)"},
     ),
     "--eval-n": ("eval_n", {"type": positive_int, "help": "samples per evaluation (default 2000)"}),
     "--eval-features": (
