@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from dcgan.checkpoint import load_generator
 from dcgan.cli import main
 from dcgan.errors import ConfigError, DataError
 from dcgan.inspection import (
@@ -149,13 +150,30 @@ def test_ablate_command(tiny_run: Path, tmp_path: Path) -> None:
 
 
 def test_find_filters_command(tiny_run: Path, tmp_path: Path) -> None:
+    """Mark where one filter of the run's G fires: the command finds that filter, and dropping it changes the
+    pixels inside the marks several times more than those outside, by the amounts it records."""
+    g = load_generator(tiny_run)
+    z = latents(6, g.nz, g.prior, seed=2)
+    acts = layer_activations(g, z, 1)  # (6, 8, 8, 8)
+    effect = [float((drop_filters(g, z, 1, [f]) - generate(g, z)).abs().mean()) for f in range(acts.shape[1])]
+    k = max(range(len(effect)), key=effect.__getitem__)  # the filter that matters most to these samples
+    marked = acts[:, k] > acts[:, k].flatten().quantile(0.8)
+    masks = marked.repeat_interleave(2, 1).repeat_interleave(2, 2)  # 8x8 map -> 16x16 image
+    for i, mask in enumerate(masks):
+        Image.fromarray(mask.numpy().astype(np.uint8) * 255).save(tmp_path / f"mask{i}.png")
     boxes = tmp_path / "boxes.json"
-    boxes.write_text(json.dumps({"seed": 2, "boxes": {str(i): [[0, 0, 8, 8]] for i in range(6)}}))
+    boxes.write_text(json.dumps({"seed": 2, "masks": {str(i): f"mask{i}.png" for i in range(6)}}))
     out = tmp_path / "ff"
-    assert main(["find-filters", str(tiny_run), "--boxes", str(boxes), "--layer", "1", "--out", str(out)]) == 0
+    argv = ["find-filters", str(tiny_run), "--boxes", str(boxes), "--layer", "1", "--drop-top", "1"]
+    assert main([*argv, "--out", str(out)]) == 0
     record = json.loads((out / "record.json").read_text())
     assert record["options"]["seed"] == 2 and record["samples"] == list(range(6))
-    assert record["mean_abs_change_inside_boxes"] >= 0 and record["mean_abs_change_outside_boxes"] >= 0
+    assert record["filters"][0] == k and record["dropped"] == [k]
+    change = (drop_filters(g, z, 1, [k]) - generate(g, z)).abs().mean(1)  # (6, 16, 16)
+    inside, outside = record["mean_abs_change_inside_boxes"], record["mean_abs_change_outside_boxes"]
+    assert inside == pytest.approx(float(change[masks].mean()), rel=1e-4)
+    assert outside == pytest.approx(float(change[~masks].mean()), rel=1e-4)
+    assert inside > 1.5 * outside > 0, (inside, outside)
     assert (out / "filters.txt").read_text().strip() == ",".join(map(str, record["filters"]))
     assert main(["ablate", str(tiny_run), "--layer", "1", "--filters", record["filters"][0].__str__(), "--out", str(out / "a")]) == 0  # fmt: skip
 

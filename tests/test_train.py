@@ -17,7 +17,10 @@ import torch
 from PIL import Image
 
 from dcgan import checkpoint as ckpt
+from dcgan.config import TrainConfig
 from dcgan.errors import CheckpointError, ConfigError
+from dcgan.gemm_conv import use_gemm_conv
+from dcgan.run import resume_config
 from dcgan.train import NumericalFault, Trainer, train
 from tests.conftest import shapes_data, tiny_config, train_tiny
 
@@ -74,6 +77,22 @@ def test_resume_spans_epochs_exactly(tmp_path: Path) -> None:
 def test_existing_run_needs_resume(tiny_run: Path) -> None:
     with pytest.raises(ConfigError, match="already holds a run"):
         train(tiny_config(), tiny_run, data=shapes_data(), progress=False)
+
+
+def test_python_resume_continues_the_saved_run_to_n_steps(tmp_path: Path) -> None:
+    """`train(resume_config(out, steps=N), out, resume=True)` is `dcgan train --out OUT --resume --steps N`: the
+    run goes on to step N with its own saved settings (data, sampling interval, learning rate)."""
+    out = train_tiny(tmp_path / "run", steps=4, sample_every=2, checkpoint_every=2, lr=1e-4)
+    result = train(resume_config(out, steps=8), out, resume=True, data=shapes_data(), progress=False)
+    assert result.step == 8
+    saved = TrainConfig.load(out / "config.json")
+    assert (saved.data, saved.image_size, saved.sample_every, saved.lr, saved.steps) == ("shapes", 16, 2, 1e-4, 8)
+    assert [p.name for p in sorted((out / "samples").iterdir())] == [f"step-0000000{i}.png" for i in (2, 4, 6, 8)]
+
+
+def test_resuming_on_other_data_warns_and_names_resume_config(tiny_run: Path) -> None:
+    with pytest.warns(UserWarning, match="resume_config"):
+        Trainer(tiny_config(steps=16, data="mnist5k"), tiny_run, resume=True, data=shapes_data(), progress=False)
 
 
 def test_resume_with_another_architecture_is_refused(tmp_path: Path) -> None:
@@ -249,3 +268,34 @@ def test_compiled_training_matches_eager(tmp_path: Path) -> None:
     train_tiny(tmp_path / "eager", steps=3)
     train_tiny(tmp_path / "compiled", steps=3, compile=True)
     _assert_close_weights(tmp_path / "eager", tmp_path / "compiled", 1e-3)
+
+
+def _gemm_conv_on() -> bool:
+    on = use_gemm_conv(True)
+    use_gemm_conv(on)
+    return on
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_training_puts_the_gemm_switch_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fails: bool) -> None:
+    """--no-gemm-conv holds while the run trains; afterwards (returned or raised) the process has its own again."""
+    seen = []
+
+    def step(self: Trainer, real: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        seen.append(_gemm_conv_on())
+        if fails:
+            raise RuntimeError("boom")
+        return torch.full((4,), 0.5)
+
+    monkeypatch.setattr(Trainer, "train_step", step)
+    before = use_gemm_conv(True)
+    try:
+        if fails:
+            with pytest.raises(RuntimeError, match="boom"):
+                train_tiny(tmp_path / "run", steps=2, gemm_conv=False)
+        else:
+            train_tiny(tmp_path / "run", steps=2, gemm_conv=False)
+        assert seen and not any(seen), "training ran with the GEMM path off"
+        assert _gemm_conv_on(), "and switched it back on afterwards"
+    finally:
+        use_gemm_conv(before)

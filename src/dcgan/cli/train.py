@@ -9,7 +9,7 @@ from typing import Any
 
 from dcgan.cli.common import non_negative_int, positive_float, positive_int
 from dcgan.config import EVAL_METRICS, PRECISIONS, PRESETS, PRIORS, TrainConfig, build_config
-from dcgan.errors import ConfigError
+from dcgan.run import RunFolder, resume_config
 
 DEFAULT_PRESET = "digits32"
 
@@ -90,22 +90,14 @@ def register(sub: Any) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The config the flags describe; with --resume, the saved config of --out updated by the flags given."""
+    """The config the flags describe; with --resume, the saved config of --out updated by the flags given
+    (`dcgan.resume_config`, as from Python)."""
     given = {field: getattr(args, flag[2:].replace("-", "_")) for flag, (field, _) in CONFIG_FLAGS.items()}
     given.update({field: getattr(args, flag[2:].replace("-", "_")) for flag, (field, _) in SWITCHES.items()})
     given["channels_last"] = args.channels_last
     given["gemm_conv"] = args.gemm_conv
-    saved = Path(args.out) / "config.json" if args.out else None
-    if args.resume and saved is not None and saved.exists():
-        base = TrainConfig.load(saved).to_dict()
-        if args.preset:
-            raise ConfigError("--preset cannot change a run being resumed; give the flags to change instead.")
-        base.update({k: v for k, v in given.items() if v is not None})
-        if given.get("steps") is not None:
-            base["epochs"] = None
-        elif given.get("epochs") is not None:
-            base["steps"] = None
-        return TrainConfig.from_dict(base).validate()
+    if args.resume and args.out and RunFolder(args.out).config.exists():
+        return resume_config(args.out, args.preset, **given)
     preset = args.preset or (DEFAULT_PRESET if args.data is None else None)
     return build_config(preset, **given)
 
@@ -123,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     out = args.out or Path("runs") / default_run_name(config)
     result = train(config, out, resume=args.resume, device=args.device, progress=not args.no_progress)
-    print(f"Done: {result.step} steps. Samples in {result.out / 'samples'}, checkpoint {result.checkpoint}.")
+    print(f"Done: {result.step} steps. Samples in {RunFolder(result.out).samples}, checkpoint {result.checkpoint}.")
     print(f"Draw samples with: dcgan sample {result.out} --n 64 --out {result.out / 'generated'}")
     return 0
 
