@@ -21,7 +21,7 @@ from dcgan.config import TrainConfig
 from dcgan.errors import CheckpointError, ConfigError
 from dcgan.gemm_conv import use_gemm_conv
 from dcgan.run import resume_config
-from dcgan.train import NumericalFault, Trainer, train
+from dcgan.train import NumericalFault, Trainer, dry_run, train
 from tests.conftest import shapes_data, tiny_config, train_tiny
 
 
@@ -299,3 +299,18 @@ def test_training_puts_the_gemm_switch_back(tmp_path: Path, monkeypatch: pytest.
         assert _gemm_conv_on(), "and switched it back on afterwards"
     finally:
         use_gemm_conv(before)
+
+
+def _files(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+def test_dry_run_of_a_resume_reads_the_run_and_writes_nothing(tiny_run: Path) -> None:
+    before = _files(tiny_run)
+    report = dry_run(resume_config(tiny_run, steps=16), tiny_run, resume=True, data=shapes_data())
+    assert (report.start_step, report.total_steps, report.steps_per_epoch) == (8, 16, 8)
+    assert report.images_per_s > 0 and report.seconds == 8 * report.seconds_per_step
+    assert "8 to 16" in str(report) and str(tiny_run) in str(report)
+    assert _files(tiny_run) == before
+    with pytest.raises(ConfigError, match="already holds a run"):
+        dry_run(tiny_config(), tiny_run, data=shapes_data())

@@ -33,6 +33,7 @@ from dcgan.data import ImageData, load_images
 from dcgan.errors import CheckpointError, ConfigError, DataError
 from dcgan.gemm_conv import use_gemm_conv
 from dcgan.models import Generator, recalibrate_batchnorm, sample_prior
+from dcgan.training.dry_run import DryRunReport, dry_run
 from dcgan.training.evaluation import BestCheckpoint
 from dcgan.training.log import TrainingLog
 from dcgan.training.resume import newest_state
@@ -366,10 +367,12 @@ def train(
 
 __all__ = [
     "COLLAPSE_THRESHOLD",
+    "DryRunReport",
     "Interrupted",
     "NumericalFault",
     "TrainResult",
     "Trainer",
+    "dry_run",
     "keep_freed_memory",
     "resolve_precision",
     "step_counts",

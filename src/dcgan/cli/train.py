@@ -83,6 +83,8 @@ def register(sub: Any) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: the GPU if there is one)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the flags and data, time one step on random images, print the plan; write nothing")  # fmt: skip
     p.set_defaults(func=run)
 
     p = sub.add_parser("presets", help="list the named setups")
@@ -110,10 +112,13 @@ def default_run_name(config: TrainConfig) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dcgan.train import train
+    from dcgan.train import dry_run, train
 
     config = config_from_args(args)
     out = args.out or Path("runs") / default_run_name(config)
+    if args.dry_run:
+        print(dry_run(config, out, resume=args.resume, device=args.device))
+        return 0
     result = train(config, out, resume=args.resume, device=args.device, progress=not args.no_progress)
     print(f"Done: {result.step} steps. Samples in {RunFolder(result.out).samples}, checkpoint {result.checkpoint}.")
     print(f"Draw samples with: dcgan sample {result.out} --n 64 --out {result.out / 'generated'}")

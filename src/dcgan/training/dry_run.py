@@ -1,0 +1,183 @@
+"""A dry run: what `dcgan train` would do, checked as far as it can be without training or writing anything.
+
+As stylegan2-ada's and pytorch/examples' `--dry-run`: the config is validated; the data is found and read far
+enough to know how many images it holds and that they decode; the models are built (and, with `resume`, the
+run's checkpoint read and matched); two training steps run on random images of the data's shape, the second
+timed; and the report says what a real run would do and for how long. Nothing is written: no run folder, and
+for a folder of images (or a .txt list) not even a cache entry, since only its first few files are decoded. A
+named data set (mnist5k, cifar10, ...) is loaded as a run loads it: from the decoded cache, or decoded and
+cached once, which the real run then reuses. A dry run never downloads.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from dcgan.config import TrainConfig
+from dcgan.data import ImageData, load_images, native_channels, registry
+from dcgan.errors import DataError
+from dcgan.gemm_conv import use_gemm_conv
+
+if TYPE_CHECKING:
+    from dcgan.train import Trainer
+
+#: How many of a folder's files a dry run decodes (it stops at the first few that decode).
+PEEK_FILES = 64
+PEEK_DECODED = 8
+
+
+@dataclass
+class DryRunReport:
+    """What a training run would do; `str()` gives the lines `dcgan train --dry-run` prints."""
+
+    out: Path
+    data: str
+    source: str
+    images: int
+    channels: int
+    image_size: int
+    batch_size: int
+    steps_per_epoch: int
+    start_step: int
+    total_steps: int
+    precision: str
+    device: str
+    seconds_per_step: float
+
+    @property
+    def epochs(self) -> float:
+        return self.total_steps / self.steps_per_epoch
+
+    @property
+    def images_per_s(self) -> float:
+        return self.batch_size / self.seconds_per_step
+
+    @property
+    def seconds(self) -> float:
+        """The estimated time of the steps still to run (sample grids and checkpoints not included)."""
+        return max(self.total_steps - self.start_step, 0) * self.seconds_per_step
+
+    def __str__(self) -> str:
+        size = f"{self.image_size}x{self.image_size}"
+        channels = f"{self.channels} channel{'s' if self.channels > 1 else ''}"
+        steps = f"{self.total_steps:,}" if not self.start_step else f"{self.start_step:,} to {self.total_steps:,}"
+        return "\n".join(
+            [
+                "Dry run (nothing written):",
+                f"  data        {self.data}: {self.images:,} images, {channels}, {size} ({self.source})",
+                f"  steps       {steps} = {self.epochs:.1f} epochs of {self.steps_per_epoch:,} steps, batch "
+                f"{self.batch_size}",
+                f"  precision   {self.precision} on {self.device}",
+                f"  speed       {self.images_per_s:,.0f} images/s ({self.seconds_per_step:.3f} s a step, timed "
+                "after a warm-up step)",
+                f"  duration    about {_duration(self.seconds)} of training steps",
+                f"  run folder  {self.out}",
+            ]
+        )
+
+
+def dry_run(
+    config: TrainConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    data: ImageData | None = None,
+    device: str | torch.device | None = None,
+) -> DryRunReport:
+    """Check and time a training run without running it; writes nothing (see the module's docstring).
+
+    Args:
+        config: the run's settings, as `train` takes them.
+        out: the run folder a real run would write (it is only read, to resume or to refuse a used one).
+        resume: check a resume of the run in `out` instead of a new run.
+        data: the images `train` would be given instead of loading `config.data`.
+        device: as for `train`.
+
+    Raises:
+        DcganError: whatever a real run would raise before its first step (a bad value, missing data, a run
+            folder already in use, a checkpoint that does not fit).
+    """
+    from dcgan import distributed
+    from dcgan.train import Trainer, step_counts
+
+    config.validate()
+    source, images, channels = (data.source, len(data), data.channels) if data is not None else _look_at_data(config)
+    steps_per_epoch, total_steps = step_counts(config, images)
+    noise = torch.Generator().manual_seed(config.seed)
+    shape = (config.batch_size, channels, config.image_size, config.image_size)
+    random_images = ImageData(torch.randint(0, 256, shape, dtype=torch.uint8, generator=noise), None, config.data,
+                              "train", "random pixels")  # fmt: skip
+    gemm_before = use_gemm_conv(config.gemm_conv)  # the Trainer switches it process-wide; put it back after
+    trainer = None
+    try:
+        trainer = Trainer(config, out, resume=resume, data=random_images, device=device, progress=False)
+        seconds = _time_a_step(trainer)
+    finally:
+        use_gemm_conv(gemm_before)
+        if trainer is not None:
+            distributed.teardown(trainer.dist)
+    return DryRunReport(
+        out=trainer.out, data=config.data, source=source, images=images, channels=channels,
+        image_size=config.image_size, batch_size=config.batch_size, steps_per_epoch=steps_per_epoch,
+        start_step=trainer.step, total_steps=total_steps, precision=trainer.precision,
+        device=str(trainer.device), seconds_per_step=seconds,
+    )  # fmt: skip
+
+
+def _time_a_step(trainer: Trainer) -> float:
+    """Seconds of the second of two training steps (the first pays for warm-up and any compilation)."""
+    seconds, stats = 0.0, torch.zeros(4)
+    for step in range(2):
+        start = time.perf_counter()
+        stats = trainer.train_step(trainer.real_batch(step), trainer.latent_batch()).cpu()  # .cpu() waits for it
+        seconds = time.perf_counter() - start
+    if not torch.isfinite(stats).all():
+        warnings.warn("The dry run's steps gave NaN/Inf losses; try --precision fp32 or a lower --lr.", stacklevel=3)
+    return seconds
+
+
+def _look_at_data(config: TrainConfig) -> tuple[str, int, int]:
+    """(where the data is, how many images, channels), decoding only a few files of a folder or list."""
+    path = Path(config.data).expanduser()
+    if registry.is_standard(config.data) or not path.exists():
+        data = load_images(config.data, root=config.data_root, image_size=config.image_size, channels=config.channels)
+        return data.source, len(data), data.channels
+    from PIL import Image
+
+    from dcgan.data.folder import list_images
+    from dcgan.data.transform import pil_to_array
+
+    files = list_images(path)
+    if not files:
+        raise DataError(f"--data {path} holds no image files.")
+    channels = config.channels or native_channels(config.data)
+    decoded = 0
+    for file in files[:PEEK_FILES]:
+        try:
+            with Image.open(file) as image:
+                pil_to_array(image, config.image_size, channels)
+            decoded += 1
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            continue  # a real run skips such files too
+        if decoded == PEEK_DECODED:
+            break
+    if not decoded:
+        raise DataError(f"--data {path}: none of its first {min(len(files), PEEK_FILES)} image files could be decoded.")
+    return str(path.resolve()), len(files), channels
+
+
+def _duration(seconds: float) -> str:
+    minutes, s = divmod(round(seconds), 60)
+    hours, m = divmod(minutes, 60)
+    days, h = divmod(hours, 24)
+    if days:
+        return f"{days} d {h} h"
+    if hours:
+        return f"{hours} h {m:02d} min"
+    return f"{m} min {s:02d} s" if minutes else f"{s} s"
