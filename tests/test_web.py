@@ -139,14 +139,30 @@ def test_dropping_filters_changes_the_images_and_leaves_the_generator_as_it_was(
 
 
 def test_upload_is_projected_into_z(client: TestClient, explorer: Explorer) -> None:
-    files = {"file": ("grey.png", png_bytes(), "image/png")}
-    answer = client.post("/api/project", files=files, data={"steps": "3", "restarts": "1"})
-    assert answer.status_code == 200, answer.text
-    body = answer.json()
-    assert len(body["z"]) == 1 and len(body["z"][0]) == explorer.generator.nz
-    assert decode(body["target"]).shape[:2] == (explorer.generator.image_size,) * 2
-    assert np.allclose(decode(body["target"]), 128, atol=1)
-    assert body["error"] >= 0
+    """An image G drew itself comes back far closer than a random z gets, and far closer than random pixels do;
+    the error the page shows is that of the z it returns."""
+    s, nz = explorer.generator.image_size, explorer.generator.nz
+    drawn = generate(explorer.generator, latents(17, nz, explorer.prior, seed=9))
+    own = Image.fromarray(pixels(drawn[:1])[0])
+    random_z_error = float((drawn[1:] - drawn[:1]).pow(2).mean())
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (s, s, 3), dtype=np.uint8))
+    errors = {}
+    for name, image in (("own", own), ("noise", noise)):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        files = {"file": (f"{name}.png", buffer.getvalue(), "image/png")}
+        answer = client.post("/api/project", files=files, data={"steps": "40", "restarts": "2"})
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert len(body["z"]) == 1 and len(body["z"][0]) == nz
+        target = decode(body["target"])
+        assert np.array_equal(target, np.asarray(image)), "the target is the upload, as G sees it"
+        reconstruction = generate(explorer.generator, torch.tensor(body["z"]))[0].permute(1, 2, 0).numpy()
+        mse = float(((reconstruction - (target / 127.5 - 1)) ** 2).mean())
+        assert body["error"] == pytest.approx(mse, rel=1e-3, abs=1e-6), "the error is that of the returned z"
+        assert close(decode(body["image"]), pixels(generate(explorer.generator, torch.tensor(body["z"])))[0])
+        errors[name] = body["error"]
+    assert errors["own"] < 0.1 * random_z_error and errors["own"] < 0.01 * errors["noise"], (errors, random_z_error)
 
 
 def test_z_file_downloads_and_loads_back(client: TestClient, explorer: Explorer, tmp_path: Path) -> None:
