@@ -21,7 +21,8 @@ from dcgan.errors import ConfigError, DataError
 from dcgan.models import Discriminator, Generator, sample_prior
 
 #: Added to the seed of projection's random starts and encoder samples, to keep them off the sheets' latents.
-SEED_OFFSET = 2**32
+#: torch seeds its CPU generator with the seed's low 32 bits only, so the offset must change those (2**32 did not).
+SEED_OFFSET = 0x9E3779B9
 
 
 @dataclass
