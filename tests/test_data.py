@@ -147,11 +147,26 @@ def test_text_file_lists_images(tmp_path: Path) -> None:
     assert len(load_images(str(tmp_path / "list.txt"), image_size=16, use_cache=False)) == 2
 
 
-def test_cache_returns_the_same_images(tmp_path: Path) -> None:
-    _save_png(tmp_path / "x.png", rng.integers(0, 255, (30, 30, 3), dtype=np.uint8))
-    first = load_images(str(tmp_path), image_size=16)
-    second = load_images(str(tmp_path), image_size=16)
+def test_cache_returns_the_same_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DCGAN_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "images"
+    _save_png(folder / "x.png", rng.integers(0, 255, (30, 30, 3), dtype=np.uint8))
+    _save_png(folder / "y.png", rng.integers(0, 255, (20, 40, 3), dtype=np.uint8))
+    (folder / "broken.png").write_bytes(b"not a png")
+    first = load_images(str(folder), image_size=16)
+    assert list((tmp_path / "cache").glob("*.npy")), "the first load wrote a cache entry"
+
+    opened: list[object] = []
+
+    def no_decoding(path: object, *args: object, **kwargs: object) -> None:
+        opened.append(path)
+        raise AssertionError(f"{path} was decoded again instead of read from the cache")
+
+    monkeypatch.setattr(Image, "open", no_decoding)
+    second = load_images(str(folder), image_size=16)
+    assert not opened
     assert np.array_equal(first.images.numpy(), second.images.numpy())
+    assert second.files == first.files and second.skipped == first.skipped == [str(folder / "broken.png")]
 
 
 @pytest.mark.parametrize(
