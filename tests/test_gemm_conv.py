@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dcgan import gemm_conv
@@ -55,31 +56,58 @@ def gemm_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     gemm_conv.use_gemm_conv(True)
 
 
+@pytest.fixture
+def torch_kernel_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Records each call of torch's own convolution kernels, which the GEMM path exists to avoid."""
+    calls: list[str] = []
+    for name in ("conv2d", "conv_transpose2d"):
+        original = getattr(F, name)
+        monkeypatch.setattr(F, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
+    yield calls
+    gemm_conv.use_gemm_conv(True)
+
+
+def _assert_path_switch(ours: nn.Module, x: torch.Tensor, calls: list[str], bf16: bool) -> None:
+    """`ours` ran without torch's kernels (the GEMM path); with the path off it runs them, once a forward."""
+    assert not calls, f"the GEMM path called torch's {calls}"
+    gemm_conv.use_gemm_conv(False)
+    _run(ours, x, None, bf16)
+    assert len(calls) == 1, "with use_gemm_conv(False) the layer runs torch's kernel"
+    gemm_conv.use_gemm_conv(True)
+
+
 @pytest.mark.parametrize("layer", LAYERS, ids=lambda x: f"{x[0]}{x[1]}-{x[2]}@{x[3]}")
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("channels_last", [True, False])
-def test_matches_torch_in_fp32(layer: tuple, bias: bool, channels_last: bool) -> None:
+def test_matches_torch_in_fp32(layer: tuple, bias: bool, channels_last: bool, torch_kernel_calls: list[str]) -> None:
     kind, cin, cout, side, stride, pad = layer
     torch.manual_seed(0)
     reference, ours = _pair(kind, cin, cout, stride, pad, bias)
     x = torch.randn(3, cin, side, side)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    for a, b in zip(_run(reference, x, None, False), _run(ours, x, None, False), strict=True):
+    expected = _run(reference, x, None, False)
+    assert torch_kernel_calls, "the spy sees torch's kernel"
+    torch_kernel_calls.clear()
+    for a, b in zip(expected, _run(ours, x, None, False), strict=True):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    _assert_path_switch(ours, x, torch_kernel_calls, False)
 
 
 @pytest.mark.parametrize("layer", LAYERS, ids=lambda x: f"{x[0]}{x[1]}-{x[2]}@{x[3]}")
-def test_matches_torch_under_bf16_autocast(layer: tuple) -> None:
+def test_matches_torch_under_bf16_autocast(layer: tuple, torch_kernel_calls: list[str]) -> None:
     kind, cin, cout, side, stride, pad = layer
     torch.manual_seed(0)
     reference, ours = _pair(kind, cin, cout, stride, pad, True)
     x = torch.randn(4, cin, side, side).contiguous(memory_format=torch.channels_last)
     with torch.autocast("cpu", torch.bfloat16):
         assert ours(x).dtype == torch.bfloat16, "the same output dtype as torch's conv under autocast"
-    for a, b in zip(_run(reference, x, None, True), _run(ours, x, None, True), strict=True):
+    expected = _run(reference, x, None, True)
+    torch_kernel_calls.clear()
+    for a, b in zip(expected, _run(ours, x, None, True), strict=True):
         assert b.dtype == a.dtype
         assert ((a - b).norm() / a.norm()).item() < 1e-2, "within bf16 rounding of torch's result"
+    _assert_path_switch(ours, x, torch_kernel_calls, True)
 
 
 def test_takes_the_gemm_path_only_on_small_maps(gemm_calls: list[str]) -> None:
