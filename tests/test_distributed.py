@@ -16,6 +16,7 @@ import torch.multiprocessing as mp
 from PIL import Image
 
 from dcgan import checkpoint as ckpt
+from dcgan.train import train
 from tests.conftest import shapes_data, tiny_config
 
 
@@ -33,19 +34,51 @@ def _rank_main(rank: int, world: int, port: int, out: str, sync_bn: bool) -> Non
     torch.set_num_threads(1)
     from dcgan.train import Trainer
 
+    first_real = _record_first_real_batch()
     config = tiny_config(steps=6, sync_batchnorm=sync_bn)
     trainer = Trainer(config, out, data=shapes_data(), progress=False)
     trainer.fit()
-    state = {"G": trainer.G.state_dict(), "D": trainer.D.state_dict(), "per_rank_batch": trainer.real_batch(0).shape[0]}
+    state = {"G": trainer.G.state_dict(), "D": trainer.D.state_dict(), "first_real_batch": first_real[0]}
     torch.save(state, Path(out) / f"rank{rank}.pt")
 
 
-def test_two_ranks_hold_identical_weights(tmp_path: Path) -> None:
+def _record_first_real_batch(monkeypatch: pytest.MonkeyPatch | None = None) -> list[torch.Tensor]:
+    """Spy on D: the first batch it sees in a run is the first real batch; it is kept (as uint8) in the list."""
+    from dcgan.models import Discriminator
+
+    seen: list[torch.Tensor] = []
+    forward = Discriminator.forward
+
+    def spy(self: Discriminator, x: torch.Tensor) -> torch.Tensor:
+        if not seen:
+            seen.append(((x.detach().float() + 1) * 127.5).round().to(torch.uint8).contiguous())
+        return forward(self, x)
+
+    if monkeypatch is not None:
+        monkeypatch.setattr(Discriminator, "forward", spy)
+    else:  # a spawned rank, which ends with the test
+        Discriminator.forward = spy  # type: ignore[method-assign]
+    return seen
+
+
+def _images(batch: torch.Tensor) -> list[bytes]:
+    """A batch as a sorted list of its images' bytes: equal for the same images in any order."""
+    return sorted(image.numpy().tobytes() for image in batch)
+
+
+def test_two_ranks_hold_identical_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "run"
     mp.start_processes(_rank_main, args=(2, _free_port(), str(out), False), nprocs=2, start_method="spawn")
     r0 = torch.load(out / "rank0.pt", weights_only=True)
     r1 = torch.load(out / "rank1.pt", weights_only=True)
-    assert r0["per_rank_batch"] == r1["per_rank_batch"] == 16, "the global batch of 32 is split over 2 ranks"
+    # Each rank trained on its own half of the global batch: together, the batch one process would have seen.
+    single = _record_first_real_batch(monkeypatch)
+    train(tiny_config(steps=1), tmp_path / "single", data=shapes_data(), progress=False)
+    assert r0["first_real_batch"].shape[0] == r1["first_real_batch"].shape[0] == 16, "32 split over 2 ranks"
+    same = _images(r0["first_real_batch"]) == _images(r1["first_real_batch"])
+    assert not same, "the ranks saw the same images"
+    together = _images(torch.cat([r0["first_real_batch"], r1["first_real_batch"]])) == _images(single[0])
+    assert together, "the ranks' halves make up the batch one process trains on"
     for part in ("G", "D"):
         for key in r0[part]:
             assert torch.equal(r0[part][key], r1[part][key]), f"{part}.{key} differs between ranks"
