@@ -42,10 +42,13 @@ class TrainConfig:
     steps: int | None = None
     epochs: int | None = None
     seed: int = 0
+    # The execution plan's switches (dcgan.plan): "auto" / None let the run measure what is fastest on the machine;
+    # a value forces that switch. `plan` is what the run chose, filled in when it starts and reused on resume.
     precision: str = "auto"
-    channels_last: bool = True
-    gemm_conv: bool = True  # DCGAN's small-map layers as matrix products on CPUs (dcgan.gemm_conv)
+    channels_last: bool | None = None
+    gemm_conv: bool | None = None  # DCGAN's small-map layers as matrix products on CPUs (dcgan.gemm_conv)
     compile: bool = False
+    plan: dict[str, Any] | None = None
     deterministic: bool = False
     sync_batchnorm: bool = False
     log_every: int = 25
@@ -86,6 +89,13 @@ class TrainConfig:
             raise ConfigError(f"--prior must be one of {', '.join(PRIORS)}, got {self.prior!r}.")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}.")
+        for name in ("channels_last", "gemm_conv"):
+            if getattr(self, name) not in (None, True, False):
+                raise ConfigError(f"{name} must be true, false or null (measured), got {getattr(self, name)!r}.")
+        if self.plan is not None:
+            from dcgan.plan import ExecutionPlan
+
+            ExecutionPlan.from_dict(self.plan)
         if not (self.lr > 0 and self.lr < 1):
             raise ConfigError(f"--lr must be between 0 and 1, got {self.lr}.")
         for name in ("beta1", "beta2"):

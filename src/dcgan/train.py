@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from dcgan.data import ImageData, load_images
 from dcgan.errors import CheckpointError, ConfigError, DataError
 from dcgan.gemm_conv import use_gemm_conv
 from dcgan.models import Generator, recalibrate_batchnorm, sample_prior
+from dcgan.plan import ModelShape, PlanChoice, default_plan, plan_for_run
 from dcgan.training.dry_run import DryRunReport, dry_run
 from dcgan.training.evaluation import BestCheckpoint
 from dcgan.training.log import TrainingLog
@@ -75,8 +77,10 @@ def _adam(params: Iterator[nn.Parameter], config: TrainConfig) -> torch.optim.Ad
 class Trainer:
     """A run's models, optimisers and position; `fit()` trains to the configured number of steps.
 
-    Building a Trainer reads (the data, a checkpoint to resume) but writes nothing; `fit()` writes the run folder.
-    It switches `dcgan.gemm_conv` to `config.gemm_conv` process-wide; `fit()` puts the previous setting back.
+    Building a Trainer reads (the data, a checkpoint to resume) and settles the execution plan (`dcgan.plan`: the
+    run's stored one, the cached one, or measured once per machine and shape when the run is long enough to pay
+    for it), writing nothing but the plan cache; `fit()` writes the run folder. It switches `dcgan.gemm_conv` to the plan's setting process-wide;
+    `fit()` puts the previous setting back.
     """
 
     def __init__(
@@ -97,7 +101,7 @@ class Trainer:
         if config.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         state = newest_state(self.folder, config, resume=resume, talk=self.dist.is_main)
-        self.precision = resolve_precision(config.precision, self.device)
+        resolve_precision(config.precision, self.device)  # a precision the device lacks fails before the data loads
         if self.device.type == "cpu":
             keep_freed_memory()
 
@@ -109,10 +113,14 @@ class Trainer:
         if config.batch_size % self.dist.world:
             raise ConfigError(f"--batch-size {config.batch_size} must divide evenly over {self.dist.world} processes.")
         self.steps_per_epoch, self.total_steps = step_counts(config, len(self.data))
+        self.plan_choice = self._choose_plan(state)
+        self.plan = self.plan_choice.plan
+        self.precision = self.plan.precision
+        self.config = config = dataclasses.replace(config, plan=self.plan.to_dict())  # saved with the run
 
         torch.manual_seed(config.seed)
         self.G, self.D = runs.build_models(config, self.channels)
-        self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        self.memory_format = self.plan.memory_format
         self.G.to(self.device).to(memory_format=self.memory_format)
         self.D.to(self.device).to(memory_format=self.memory_format)
         if config.sync_batchnorm and self.device.type != "cuda":
@@ -132,11 +140,22 @@ class Trainer:
         if state is not None:
             self._restore(state)
         self.g_train, self.d_train = self._wrap(self.G), self._wrap(self.D)
-        self._gemm_before = use_gemm_conv(config.gemm_conv)  # last: nothing after this can fail
+        self._gemm_before = use_gemm_conv(self.plan.gemm_conv)  # last: nothing after this can fail
+
+    def _choose_plan(self, state: dict[str, Any] | None) -> PlanChoice:
+        """The run's plan: the one it stored when resumed (a run begun before plans were measured goes on with the
+        built-in defaults it began with), else `dcgan.plan.plan_for_run`'s."""
+        stored = self.config.plan
+        if stored is None and state is not None:
+            stored = state["config"].get("plan") or default_plan(self.device).to_dict()
+        start = int(state["step"]) if state is not None else 0
+        shape = ModelShape.of(self.config, self.channels, self.dist.world)
+        return plan_for_run(self.config, shape, self.device, stored=stored, remaining_steps=self.total_steps - start,
+                            distributed=self.dist.enabled)  # fmt: skip
 
     def _wrap(self, module: nn.Module) -> nn.Module:
         wrapped = module
-        if self.config.compile:
+        if self.plan.compile:
             wrapped = torch.compile(wrapped)  # type: ignore[assignment]
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -268,8 +287,10 @@ class Trainer:
         cfg, folder, main = self.config, self.folder, self.dist.is_main
         samples = SampleMonitor(folder, self.fixed_z, self.data.images[:NUM_FIXED], COLLAPSE_THRESHOLD)
         last: Path | None = None
+        if main:
+            print(self.plan_choice, flush=True)
         with (
-            _gemm_conv(cfg.gemm_conv, then=self._gemm_before),
+            _gemm_conv(self.plan.gemm_conv, then=self._gemm_before),
             TrainingLog(folder, self.step, self.total_steps, writes=main, progress=self.progress) as log,
             GracefulStop() as stop,
         ):

@@ -33,7 +33,10 @@ CONFIG_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
     "--steps": ("steps", {"type": positive_int, "help": "total training steps of the run (with --resume too)"}),
     "--epochs": ("epochs", {"type": positive_int, "help": "total epochs, if --steps is not given"}),
     "--seed": ("seed", {"type": non_negative_int, "help": "seed for weights, data order and noise"}),
-    "--precision": ("precision", {"choices": PRECISIONS, "help": "auto picks bf16 on AMX CPUs and modern GPUs"}),
+    "--precision": (
+        "precision",
+        {"choices": PRECISIONS, "help": "auto (default): the fastest measured on this machine (see `dcgan tune`)"},
+    ),
     "--log-every": ("log_every", {"type": positive_int, "metavar": "N", "help": "steps between log lines"}),
     "--sample-every": ("sample_every", {"type": positive_int, "metavar": "N", "help": "steps between sample grids"}),
     "--checkpoint-every": (
@@ -62,7 +65,7 @@ CONFIG_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 SWITCHES = {
     "--download": ("download", "fetch a missing standard data set with torchvision (needs internet)"),
-    "--compile": ("compile", "torch.compile G and D"),
+    "--compile": ("compile", "torch.compile G and D (minutes of warm-up; the plan's other switches are timed eager)"),
     "--deterministic": ("deterministic", "use deterministic algorithms only"),
     "--sync-batchnorm": ("sync_batchnorm", "SyncBatchNorm across processes under torchrun"),
 }
@@ -75,10 +78,7 @@ def register(sub: Any) -> None:
         p.add_argument(flag, default=None, **kwargs)
     for flag, (_, text) in SWITCHES.items():
         p.add_argument(flag, action="store_true", default=None, help=text)
-    p.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None,
-                   help="keep NCHW memory layout (channels_last is faster on CPU and GPU)")  # fmt: skip
-    p.add_argument("--no-gemm-conv", dest="gemm_conv", action="store_false", default=None,
-                   help="use torch's convolution kernels for every layer on CPUs (slower; see README Speed)")  # fmt: skip
+    add_plan_switches(p)
     p.add_argument("--out", type=Path, help="run folder (default runs/<preset or data name>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: the GPU if there is one)")
@@ -89,6 +89,18 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("presets", help="list the named setups")
     p.set_defaults(func=list_presets)
+
+
+def add_plan_switches(p: argparse.ArgumentParser) -> None:
+    """--[no-]channels-last and --[no-]gemm-conv: each forces its switch of the execution plan (`dcgan.plan`);
+    without them the run uses what is measured fastest on the machine."""
+    for name, on, off in [
+        ("channels-last", "channels_last memory layout", "NCHW memory layout"),
+        ("gemm-conv", "DCGAN's layers as matrix products on CPUs", "torch's convolution kernels for every layer"),
+    ]:
+        dest = name.replace("-", "_")
+        p.add_argument(f"--{name}", dest=dest, action="store_true", default=None, help=f"force {on}")
+        p.add_argument(f"--no-{name}", dest=dest, action="store_false", default=None, help=f"force {off}")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

@@ -7,6 +7,7 @@
 - `signals.GracefulStop`: SIGINT/SIGTERM finish the step and save; a second Ctrl-C stops at once.
 - `rollback.NanRollback`: NaN/Inf in the losses reloads the newest checkpoint with a fresh noise stream.
 - `resume.newest_state`: the checkpoint a run continues from, checked against the config it continues with.
-- `speed`: the precision `auto` picks, and keeping freed memory mapped on CPUs.
+- `speed`: the built-in precision rule (the execution plan's fallback, `dcgan.plan`), and keeping freed memory
+  mapped on CPUs.
 - `dry_run.dry_run`: what a run would do (data, steps, speed, duration), after one timed step, writing nothing.
 """

@@ -2,15 +2,17 @@
 
 As stylegan2-ada's and pytorch/examples' `--dry-run`: the config is validated; the data is found and read far
 enough to know how many images it holds and that they decode; the models are built (and, with `resume`, the
-run's checkpoint read and matched); two training steps run on random images of the data's shape, the second
-timed; and the report says what a real run would do and for how long. Nothing is written: no run folder, and
-for a folder of images (or a .txt list) not even a cache entry, since only its first few files are decoded. A
-named data set (mnist5k, cifar10, ...) is loaded as a run loads it: from the decoded cache, or decoded and
-cached once, which the real run then reuses. A dry run never downloads.
+run's checkpoint read and matched); the execution plan is settled as the run would settle it (`dcgan.plan`);
+two training steps run on random images of the data's shape, the second timed; and the report says what a real
+run would do and for how long. Nothing is written: no run folder, and for a folder of images (or a .txt list)
+not even a cache entry, since only its first few files are decoded. A named data set (mnist5k, cifar10, ...) is
+loaded as a run loads it: from the decoded cache, or decoded and cached once, which the real run then reuses;
+so is a plan the run would measure (into the plan cache). A dry run never downloads.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from dataclasses import dataclass
@@ -49,6 +51,7 @@ class DryRunReport:
     precision: str
     device: str
     seconds_per_step: float
+    plan: str = ""
 
     @property
     def epochs(self) -> float:
@@ -74,6 +77,7 @@ class DryRunReport:
                 f"  steps       {steps} = {self.epochs:.1f} epochs of {self.steps_per_epoch:,} steps, batch "
                 f"{self.batch_size}",
                 f"  precision   {self.precision} on {self.device}",
+                f"  plan        {self.plan}",
                 f"  speed       {self.images_per_s:,.0f} images/s ({self.seconds_per_step:.3f} s a step, timed "
                 "after a warm-up step)",
                 f"  duration    about {_duration(self.seconds)} of training steps",
@@ -113,10 +117,13 @@ def dry_run(
     shape = (config.batch_size, channels, config.image_size, config.image_size)
     random_images = ImageData(torch.randint(0, 256, shape, dtype=torch.uint8, generator=noise), None, config.data,
                               "train", "random pixels")  # fmt: skip
-    gemm_before = use_gemm_conv(config.gemm_conv)  # the Trainer switches it process-wide; put it back after
+    gemm_before = use_gemm_conv(True)  # the Trainer switches it process-wide; put it back after
+    # The Trainer sees one batch of random images: it is told the real run's length, which decides whether the
+    # plan is worth measuring.
+    as_run = dataclasses.replace(config, steps=total_steps, epochs=None)
     trainer = None
     try:
-        trainer = Trainer(config, out, resume=resume, data=random_images, device=device, progress=False)
+        trainer = Trainer(as_run, out, resume=resume, data=random_images, device=device, progress=False)
         seconds = _time_a_step(trainer)
     finally:
         use_gemm_conv(gemm_before)
@@ -126,7 +133,7 @@ def dry_run(
         out=trainer.out, data=config.data, source=source, images=images, channels=channels,
         image_size=config.image_size, batch_size=config.batch_size, steps_per_epoch=steps_per_epoch,
         start_step=trainer.step, total_steps=total_steps, precision=trainer.precision,
-        device=str(trainer.device), seconds_per_step=seconds,
+        device=str(trainer.device), seconds_per_step=seconds, plan=trainer.plan_choice.summary(),
     )  # fmt: skip
 
 

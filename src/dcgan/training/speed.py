@@ -1,4 +1,4 @@
-"""Speed settings that depend on the machine: the precision `auto` picks, and glibc's handling of freed memory."""
+"""Speed settings that depend on the machine: the built-in precision rule, and glibc's handling of freed memory."""
 
 from __future__ import annotations
 
@@ -11,7 +11,12 @@ from dcgan.errors import ConfigError
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """`auto` -> bf16 on GPUs that have it (else fp16) and on CPUs with AMX/AVX-512-bf16 (else fp32)."""
+    """`auto` -> bf16 on GPUs that have it (else fp16) and on CPUs with AMX/AVX-512-bf16 (else fp32).
+
+    A rule of thumb: what a run uses when its execution plan is not measured (`dcgan.plan.default_plan`). A measured
+    plan (`dcgan.plan`) replaces it, since on some CPUs the rule is not the fastest. Any other value is checked
+    (bf16 needs a GPU that has it) and returned.
+    """
     if precision != "auto":
         if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise ConfigError("--precision bf16 needs a GPU that supports bfloat16; use fp16 or auto.")

@@ -1,0 +1,54 @@
+"""The execution plan: how a training step runs on this machine, chosen by timing it rather than by a rule.
+
+A plan is the precision (fp32, or bf16/fp16 autocast), the memory layout (channels_last or NCHW), the
+convolution path (`dcgan.gemm_conv`'s matrix products or torch's kernels), torch.compile, and the thread count
+it was measured with. Which is fastest depends on the machine more than on anything a rule can read from it:
+the speed work was done on CPUs with AMX, where bf16 + channels_last + GEMM convolutions is the fastest by far;
+on this project's later 2-core Xeons (AVX-512 without AMX or AVX-512-bf16) bf16 is emulated and 3x slower than
+fp32 in every layout, and fp32 with torch's NCHW kernels beats the GEMM path (72 against 64 images/s at 64x64,
+batch 128). So `precision="auto"` (the default) means: time a few real training steps of each candidate on the
+run's own model shape and device, keep the fastest, and cache the answer per machine, torch version and shape.
+
+How the plan is chosen:
+
+- `candidates`: every combination of the switches the user did not force: on CPUs fp32 and bf16 (measured,
+  never assumed) x layout x convolution path; on GPUs bf16 (where supported) and fp16 x layout. compile is not a
+  candidate (its warm-up takes minutes): it is on only when asked for, and the candidates are then timed eager.
+- `measure`: each candidate runs a warm-up step, the first of each precision first; a precision whose first
+  warm-up step takes over `PRUNE_RATIO` (2) times the fastest is not explored further (bf16 here: 3x slower in
+  every layout). The rest run `ROUNDS` (2) interleaved rounds of timed steps (`Trainer.train_step` on random
+  images), the best round kept, so that a slow spell of a shared machine hits every candidate alike.
+- `choose`: the fastest; among plans within the measurement noise of it (the spread between the rounds, at least
+  2% and at most 10%), the simplest: fp32 before bf16 before fp16, then the built-in defaults' layout. Never a
+  plan slower than the fastest by more than the noise.
+
+Where a run's plan comes from (`plan_for_run`), first match wins: the plan the run stored (a resume replays
+exactly), every switch forced, `DCGAN_PLAN=default` (the built-in defaults, no measuring), the cache
+(`cache_dir()/plans.json`), a measurement (when the run is long enough to pay for it), the built-in defaults.
+`DCGAN_RETUNE=1` or `dcgan tune` measures again.
+"""
+
+from dcgan.plan.cache import PlanCache, machine
+from dcgan.plan.inference import inference_precision
+from dcgan.plan.plans import ExecutionPlan, ModelShape, candidates, choose, default_plan, forced_by
+from dcgan.plan.select import PlanChoice, plan_for_run, select_plan
+from dcgan.plan.timing import Measurement, Timing, measure, plan_stepper
+
+__all__ = [
+    "ExecutionPlan",
+    "Measurement",
+    "ModelShape",
+    "PlanCache",
+    "PlanChoice",
+    "Timing",
+    "candidates",
+    "choose",
+    "default_plan",
+    "forced_by",
+    "inference_precision",
+    "machine",
+    "measure",
+    "plan_for_run",
+    "plan_stepper",
+    "select_plan",
+]

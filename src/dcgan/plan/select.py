@@ -1,0 +1,155 @@
+"""Where a run's plan comes from: its stored plan, the flags, the cache, a measurement or the built-in defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dcgan.config import TrainConfig
+from dcgan.plan import timing
+from dcgan.plan.cache import PlanCache
+from dcgan.plan.plans import ExecutionPlan, ModelShape, candidates, choose, default_plan, forced_by
+from dcgan.plan.timing import Measurement
+from dcgan.training.speed import resolve_precision
+
+#: A run measures only when it has this many times the steps a measurement costs still to go.
+RUN_TO_MEASUREMENT = 10
+
+
+@dataclass(frozen=True)
+class PlanChoice:
+    """The plan a run uses and where it came from; `str()` is the line a run logs at start.
+
+    Attributes:
+        source: "measured" (now), "cached" (measured earlier on this machine), "stored" (the run's own),
+            "forced" (every switch given) or "default" (the built-in defaults, `why` says why).
+    """
+
+    plan: ExecutionPlan
+    source: str
+    why: str = ""
+    measurement: Measurement | None = None
+    defaults: ExecutionPlan | None = None
+    cache: Path | None = None
+    shape: ModelShape | None = None
+
+    def summary(self) -> str:
+        """The plan and, in brackets, where it came from."""
+        if self.measurement is None:
+            where = {"stored": "the run's own, from its config", "forced": "every switch given"}.get(self.source)
+            return f"{self.plan} ({where or 'the built-in defaults: ' + self.why})"
+        timed = self.measurement.timed()
+        seconds = f"{timed[self.plan]:.3g} s/step"
+        if self.defaults is not None and self.defaults != self.plan and self.defaults in timed:
+            seconds += f" vs {timed[self.defaults]:.3g} for the defaults"
+        how = "measured" if self.source == "measured" else "measured earlier"
+        where = f"; {'cached in' if self.source == 'measured' else 'from'} {self.cache}" if self.cache else ""
+        return f"{self.plan} ({how}: {seconds}{where})"
+
+    def __str__(self) -> str:
+        return f"Execution plan: {self.summary()}"
+
+    def rows(self) -> list[list[str]]:
+        """The candidates as table rows: plan, s/step, images/s, against the fastest, the chosen mark, a note."""
+        header = ["plan", "s/step", "img/s", "vs fastest", "chosen", "note"]
+        if self.measurement is None:
+            return [header, [str(self.plan), "", "", "", "*", self.summary()]]
+        batch = self.shape.batch_size if self.shape is not None else 1
+        fastest = min(self.measurement.timed().values())
+        body = []
+        for t in self.measurement.timings:
+            note = t.note or ("the built-in defaults" if t.plan == self.defaults else "")
+            cells = ["", "", ""]
+            if t.seconds is not None:
+                cells = [f"{t.seconds:.3g}", f"{batch / t.seconds:,.0f}", f"{t.seconds / fastest:.2f}x"]
+            elif t.first_step is not None:
+                note += f" ({t.first_step:.3g} s)"
+            body.append([str(t.plan), *cells, "*" if t.plan == self.plan else "", note])
+        return [header, *body]
+
+
+def select_plan(
+    shape: ModelShape,
+    device: torch.device,
+    forced: Mapping[str, Any] | None = None,
+    *,
+    retune: bool | None = None,
+    may_measure: bool = True,
+    store: bool = True,
+    prune: bool = True,
+) -> PlanChoice | None:
+    """The fastest plan for a `shape` model on `device` among the `candidates`, from the cache or measured.
+
+    Args:
+        retune: measure even if the cache has an answer (default: whether `DCGAN_RETUNE=1`).
+        may_measure: when false and nothing is cached, return None instead of measuring.
+        store: write a new measurement into the cache.
+        prune: see `measure`.
+    """
+    plans = candidates(device, forced)
+    defaults = default_plan(device, forced)
+    if len(plans) == 1:
+        return PlanChoice(plans[0], "forced")
+    cache = PlanCache()
+    key = PlanCache.key(shape, device)
+    if retune is None:
+        retune = os.environ.get("DCGAN_RETUNE", "") not in ("", "0")
+    found = None if retune else cache.find(key, plans)
+    if found is None and not may_measure:
+        return None
+    source = "cached"
+    if found is None:
+        found, source = timing.measure(plans, shape, device, prune=prune), "measured"
+        if store:
+            cache.store(key, found)
+    plan = choose(found.timed(plans), found.noise, prefer=defaults)
+    written = source == "cached" or store
+    return PlanChoice(plan, source, measurement=found, defaults=defaults, cache=cache.path if written else None,
+                      shape=shape)  # fmt: skip
+
+
+def plan_for_run(
+    config: TrainConfig,
+    shape: ModelShape,
+    device: torch.device,
+    *,
+    stored: dict[str, Any] | None,
+    remaining_steps: int,
+    distributed: bool = False,
+) -> PlanChoice:
+    """The plan a run uses (see the module's docstring for the order of the sources).
+
+    Args:
+        stored: the plan the run saved (its config's, or its checkpoint's), reused with the forced switches.
+        remaining_steps: the steps still to run: a measurement must cost under a tenth of them.
+        distributed: under torchrun no rank measures (they would disagree); the cache or the defaults are used.
+    """
+    forced = forced_by(config)
+    if stored is not None:
+        # The thread count is this process's (OMP_NUM_THREADS, torch.set_num_threads): a plan records it.
+        plan = dataclasses.replace(ExecutionPlan.from_dict(stored), threads=torch.get_num_threads(), **forced)
+        resolve_precision(plan.precision, device)
+        return PlanChoice(plan, "stored")
+    plans = candidates(device, forced)
+    defaults = default_plan(device, forced)
+    if len(plans) == 1:
+        return PlanChoice(plans[0], "forced")
+    if os.environ.get("DCGAN_PLAN") == "default":
+        return PlanChoice(defaults, "default", "DCGAN_PLAN=default")
+    cost = timing.measurement_steps(plans)
+    worth = not distributed and remaining_steps >= RUN_TO_MEASUREMENT * cost
+    choice = select_plan(shape, device, forced, may_measure=worth)
+    if choice is not None:
+        return choice
+    why = (
+        "ranks under torchrun do not measure; `dcgan tune` on one process caches a plan they all use"
+        if distributed
+        else f"a {remaining_steps}-step run does not pay for measuring {len(plans)} plans; `dcgan tune` caches one"
+    )
+    return PlanChoice(defaults, "default", why)

@@ -1,0 +1,188 @@
+"""Timing plans: a warm-up step each, the far slower pruned, then interleaved rounds of real training steps."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dcgan.config import TrainConfig
+from dcgan.gemm_conv import use_gemm_conv
+from dcgan.plan.plans import ExecutionPlan, ModelShape
+
+#: A precision whose first plan's warm-up step takes over this many times the fastest is not timed further: bf16 on
+#: CPUs that emulate it (3x slower than fp32 in every layout), fp32 on AMX CPUs. Layouts differ by far less.
+PRUNE_RATIO = 2.0
+#: Interleaved rounds of timed steps per candidate; the best round counts.
+ROUNDS = 2
+#: A round runs enough steps to last this long (one step at 64x64 on a CPU), at most MAX_ROUND_STEPS.
+ROUND_SECONDS = 0.1
+MAX_ROUND_STEPS = 20
+#: The measurement noise `choose` tolerates is the spread between rounds, clamped to this range.
+NOISE_FLOOR, NOISE_CAP = 0.02, 0.10
+
+Stepper = Callable[[], None]
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One candidate's measurement: seconds per step (best round; None if not timed), its warm-up step, why not."""
+
+    plan: ExecutionPlan
+    seconds: float | None
+    first_step: float | None
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"plan": self.plan.to_dict(), "seconds": self.seconds, "first_step": self.first_step, "note": self.note}
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """The candidates' timings, the noise between rounds, and what measuring took (seconds)."""
+
+    timings: tuple[Timing, ...]
+    noise: float
+    seconds: float
+
+    def timed(self, plans: Sequence[ExecutionPlan] | None = None) -> dict[ExecutionPlan, float]:
+        """Seconds per step of the timed plans (of `plans` only, if given)."""
+        return {t.plan: t.seconds for t in self.timings if t.seconds is not None and (plans is None or t.plan in plans)}
+
+    def covers(self, plans: Sequence[ExecutionPlan]) -> bool:
+        """Whether this measurement considered every plan in `plans` and timed at least one of them."""
+        considered = {t.plan for t in self.timings}
+        return all(p in considered for p in plans) and bool(self.timed(plans))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"timings": [t.to_dict() for t in self.timings], "noise": self.noise, "seconds": self.seconds}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Measurement:
+        timings = tuple(
+            Timing(
+                ExecutionPlan.from_dict(t["plan"]), _seconds(t["seconds"]), _seconds(t["first_step"]), str(t["note"])
+            )
+            for t in values["timings"]
+        )
+        return cls(timings, float(values["noise"]), float(values["seconds"]))
+
+
+def _seconds(value: object) -> float | None:
+    if value is None:
+        return None
+    if not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"not a duration: {value!r}")
+    return float(value)
+
+
+def plan_stepper(plan: ExecutionPlan, shape: ModelShape, device: torch.device) -> Stepper:
+    """A function that runs one real training step (`Trainer.train_step`) of a `shape` model under `plan` on random
+    images, and waits for it. Building it writes nothing (the Trainer's run folder is never created)."""
+    from dcgan.data import ImageData
+    from dcgan.train import Trainer
+
+    size = shape.image_size
+    plan = dataclasses.replace(plan, compile=False)  # compiling each candidate would take minutes: timed eager
+    config = TrainConfig(
+        data="random", image_size=size, channels=shape.channels, nz=shape.nz, ngf=shape.ngf, ndf=shape.ndf,
+        batch_size=shape.batch_size, steps=10**6, precision=plan.precision, channels_last=plan.channels_last,
+        gemm_conv=plan.gemm_conv, compile=plan.compile, plan=plan.to_dict(),
+    )  # fmt: skip
+    pixels = torch.randint(0, 256, (shape.batch_size, shape.channels, size, size), dtype=torch.uint8)
+    data = ImageData(pixels, None, "random", "train", "random pixels")
+    never_created = Path(tempfile.gettempdir()) / f"dcgan-plan-{os.getpid()}-{id(pixels)}"
+    trainer = Trainer(config, never_created, data=data, device=device, progress=False)
+
+    def step() -> None:
+        use_gemm_conv(plan.gemm_conv)  # process-wide: candidates take turns
+        trainer.train_step(trainer.real_batch(0), trainer.latent_batch()).cpu()  # .cpu() waits for the device
+
+    return step
+
+
+def measure(
+    plans: Sequence[ExecutionPlan],
+    shape: ModelShape,
+    device: torch.device,
+    *,
+    prune: bool = True,
+    stepper: Callable[[ExecutionPlan, ModelShape, torch.device], Stepper] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Measurement:
+    """Time `plans` on a `shape` model: a warm-up step each, the first plan of each precision first (a precision
+    whose first plan is `PRUNE_RATIO` times slower is not timed further), then `ROUNDS` interleaved rounds of timed
+    steps, the best round kept. The global RNG and the GEMM switch are left as they were.
+
+    Args:
+        prune: skip a precision whose first plan's warm-up step is far slower; False times every plan.
+        stepper: builds a candidate's step (`plan_stepper`); tests give a fake one.
+        clock: seconds, as `time.perf_counter`.
+    """
+    make = stepper or plan_stepper
+    begin = clock()
+    steps: dict[ExecutionPlan, Stepper] = {}
+    first: dict[ExecutionPlan, float] = {}
+    notes: dict[ExecutionPlan, str] = {}
+    groups: dict[str, list[ExecutionPlan]] = {}
+    for plan in plans:
+        groups.setdefault(plan.precision, []).append(plan)
+    gemm_before = use_gemm_conv(True)
+    use_gemm_conv(gemm_before)
+
+    def warm_up(plan: ExecutionPlan) -> None:
+        steps[plan] = make(plan, shape, device)
+        if not first:
+            steps[plan]()  # the process's first step pays one-off costs (library set-up) that no plan should carry
+        start = clock()
+        steps[plan]()
+        first[plan] = clock() - start
+
+    rounds: dict[ExecutionPlan, list[float]] = {}
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        try:
+            for group in groups.values():
+                warm_up(group[0])
+            fastest = min(first.values())
+            for group in groups.values():
+                ratio = first[group[0]] / fastest
+                if prune and ratio > PRUNE_RATIO:
+                    notes[group[0]] = f"warm-up step only: {ratio:.1f}x the fastest"
+                    del steps[group[0]]
+                    for plan in group[1:]:
+                        notes[plan] = f"not timed: {plan.precision}'s first plan took {ratio:.1f}x the fastest warm-up"
+                    continue
+                for plan in group[1:]:
+                    warm_up(plan)
+            count = {plan: max(1, min(MAX_ROUND_STEPS, math.ceil(ROUND_SECONDS / first[plan]))) for plan in steps}
+            rounds = {plan: [] for plan in steps}
+            for _ in range(ROUNDS):
+                for plan, step in steps.items():
+                    start = clock()
+                    for _ in range(count[plan]):
+                        step()
+                    rounds[plan].append((clock() - start) / count[plan])
+        finally:
+            steps.clear()
+            use_gemm_conv(gemm_before)
+    spreads = [(max(r) - min(r)) / min(r) for r in rounds.values() if len(r) > 1 and min(r) > 0]
+    noise = min(NOISE_CAP, max(NOISE_FLOOR, statistics.median(spreads) if spreads else 0.0))
+    timings = tuple(
+        Timing(plan, min(rounds[plan]) if plan in rounds else None, first.get(plan), notes.get(plan, ""))
+        for plan in plans
+    )
+    return Measurement(timings, noise, clock() - begin)
+
+
+def measurement_steps(plans: Sequence[ExecutionPlan]) -> int:
+    """About how many training steps' time measuring `plans` costs (a warm-up and a step per round each)."""
+    return 1 + len(plans) * (1 + ROUNDS)
