@@ -60,7 +60,8 @@ def register(sub: Any) -> None:
     p.add_argument("--val-size", type=positive_int, default=10_000, help="validation images for choosing C")
     p.add_argument("--C", type=_float_list, default=DEFAULT_C, metavar="C1,C2,...",
                    help=f"SVM C values to try (default {','.join(f'{c:g}' for c in DEFAULT_C)})")  # fmt: skip
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="bf16", help="feature extraction precision")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="feature extraction precision (default auto: bf16 only where it is measured faster)")  # fmt: skip
     p.add_argument("--batch-size", type=positive_int, default=500, help="images per extraction batch")
     p.add_argument("--max-iter", type=positive_int, default=300, help="L-BFGS iterations per fit at most")
     p.add_argument("--seed", type=non_negative_int, default=0, help="seeds the splits, draws and random D")

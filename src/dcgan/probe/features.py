@@ -5,8 +5,9 @@ representation to produce a 4 x 4 spatial grid. These features are then flattene
 extracting, the batchnorm statistics are recomputed on the probe's training images: the running averages that
 training leaves behind mix real and generated batches, and a probe should normalise the images it is given.
 
-Features are computed in batches under no_grad (optionally in bfloat16 autocast, several times faster on CPUs
-with AMX) and cached on disk under `dcgan.data.cache.cache_dir() / "probe"`, keyed by a hash of D's weights and
+Features are computed in batches under no_grad, in bfloat16 autocast where that is measured faster than float32
+on the device (`precision="auto"`, `dcgan.plan.inference_precision`: several times faster on CPUs with AMX, 3x
+slower on CPUs that emulate bfloat16), and cached on disk under `dcgan.data.cache.cache_dir() / "probe"`, keyed by a hash of D's weights and
 every setting that changes them, so a second probe of the same checkpoint skips extraction.
 """
 
@@ -29,7 +30,8 @@ from dcgan.data.cache import cache_dir
 from dcgan.errors import ConfigError
 from dcgan.models import Discriminator
 
-PRECISIONS = ("fp32", "bf16")
+#: "auto": whichever of fp32 and bf16 `dcgan.plan.inference_precision` measures faster on the device.
+PRECISIONS = ("auto", "fp32", "bf16")
 #: Bumped when the feature recipe changes, so stale cache entries are never reused.
 RECIPE_VERSION = 1
 
@@ -85,9 +87,18 @@ def feature_dim(d: Discriminator, layers: Sequence[int] | None = None, grid: int
 def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[object]:
     if precision not in PRECISIONS:
         raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
-    if precision == "fp32":
+    if resolve_precision(precision, device) == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def resolve_precision(precision: str, device: str | torch.device) -> str:
+    """ "fp32" or "bf16": `precision` itself, or for "auto" the faster on `device` as measured once per process."""
+    if precision != "auto":
+        return precision
+    from dcgan.plan import inference_precision
+
+    return inference_precision(device)
 
 
 def _batches(images: torch.Tensor, batch_size: int) -> list[tuple[int, torch.Tensor]]:

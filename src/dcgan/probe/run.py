@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ class ProbeSettings:
     draws: int = 10
     val_size: int = 10_000
     C_grid: tuple[float, ...] = DEFAULT_C
-    precision: str = "bf16"
+    precision: str = "auto"  # fp32 or bf16 features; auto: the faster on the device, measured (dcgan.plan)
     batch_size: int = 500
     seed: int = 0
     max_iter: int = 300
@@ -166,15 +166,16 @@ def discriminator_features(
 ) -> tuple[np.ndarray, np.ndarray, bool]:
     """(train, test) features with batchnorm recomputed on `train`, from the cache when there; and whether cached."""
     layers = feat.check_layers(d, settings.layers, settings.grid)
-    recipe = (feat.weights_digest(d), layers, settings.grid, settings.precision, train.source, len(train.labels))
+    precision = feat.resolve_precision(settings.precision, settings.device)
+    recipe = (feat.weights_digest(d), layers, settings.grid, precision, train.source, len(train.labels))
     keys = [feat.cache_key(*recipe, split.source, split_name, len(split.labels))
             for split, split_name in ((train, "train"), (test, "test"))]  # fmt: skip
     if settings.use_cache:
         found = [feat.load_cached(k) for k in keys]
         if found[0] is not None and found[1] is not None:
             return found[0], found[1], True
-    kwargs: dict[str, Any] = dict(batch_size=settings.batch_size, precision=settings.precision, device=settings.device)
-    log(f"  recomputing batchnorm statistics on {len(train.labels):,} images, then extracting ({settings.precision})")
+    kwargs: dict[str, Any] = dict(batch_size=settings.batch_size, precision=precision, device=settings.device)
+    log(f"  recomputing batchnorm statistics on {len(train.labels):,} images, then extracting ({precision})")
     d = d.to(settings.device)
     feat.recompute_batchnorm(d, train.images, **kwargs)
     out = [
@@ -204,6 +205,8 @@ def probe(
     """
     settings = settings or ProbeSettings()
     settings.validate()
+    # The report names the precision the features were computed in, never "auto".
+    settings = replace(settings, precision=feat.resolve_precision(settings.precision, settings.device))
     say = log or (lambda _: None)
     run = Run.open(checkpoint)
     trained = run.discriminator()
