@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "dedup",
     "web",
     "export",
+    "tune",
 ]
 
 
