@@ -2,9 +2,11 @@
 
 Each configuration runs in its own fresh process (so peak memory is its own), on the same synthetic uint8
 data, one after another in this run; ratios to the in-run baseline are the figures to quote, since absolute
-numbers move with whatever else the machine is doing. Also printed: FLOPs per image (counted with
-torch.utils.flop_counter), the matmul peak measured in this run, sampling throughput and the data
-pipeline's own rate.
+numbers move with whatever else the machine is doing. Also printed: the machine's features (CPU model, AMX,
+AVX-512-bf16, cores), the execution plan `--precision auto` chooses here (the selection runs in this benchmark,
+`dcgan.plan`) and its row, FLOPs per image (counted with torch.utils.flop_counter), the matmul peak measured in
+this run and the limit it implies for the auto plan's precision, sampling throughput and the data pipeline's own
+rate.
 
     python benchmarks/train_speed.py                 # the paper's 64x64 setup and 32x32, every option
     python benchmarks/train_speed.py --sizes 64 --steps 10 --compile
@@ -196,12 +198,29 @@ def data_rate(size: int, steps: int = 50) -> float:
     from dcgan.data import ImageData
     from dcgan.train import Trainer
 
-    config = build_config(None, data="bench", image_size=size, steps=10**6, precision="fp32")
+    config = build_config(
+        None, data="bench", image_size=size, steps=10**6, precision="fp32", channels_last=True, gemm_conv=True
+    )
     trainer = Trainer(config, tempfile.mkdtemp(prefix="dcgan-bench-"), data=ImageData(images, None, "b", "train", "s"))
     start = time.perf_counter()
     for i in range(steps):
         trainer.real_batch(i)
     return steps * BATCH / (time.perf_counter() - start)
+
+
+def auto_plan(size: int) -> Any:
+    """The plan `--precision auto` chooses for this benchmark's model at `size` (measured now, cache untouched)."""
+    from dcgan.plan import ModelShape, select_plan
+
+    start = time.perf_counter()
+    choice = select_plan(ModelShape(size, 3, 100, 64, 64, BATCH), torch.device("cpu"), retune=True, store=False)
+    print(f"auto plan at {size}x{size}: {choice} (the selection took {time.perf_counter() - start:.0f} s)",
+          file=sys.stderr, flush=True)  # fmt: skip
+    return choice
+
+
+def plan_spec(plan: Any) -> dict[str, Any]:
+    return {"precision": plan.precision, "channels_last": plan.channels_last, "gemm_conv": plan.gemm_conv}
 
 
 # ------------------------------------------------------------------------------------ the table
@@ -220,6 +239,11 @@ def main() -> None:
         print(json.dumps(measure(json.loads(args.worker))))
         return
 
+    from dcgan.plan import machine
+
+    facts = machine(torch.device("cpu"))
+    print(f"{facts['cpu']}: {facts['capability']}, AMX {'yes' if facts['amx'] else 'no'}, AVX-512-bf16 "
+          f"{'yes' if facts['avx512_bf16'] else 'no'}, {facts['cpus']} CPUs ({facts['usable_cpus']} usable)")  # fmt: skip
     peak_bf16, peak_fp32 = matmul_peak(torch.bfloat16), matmul_peak(torch.float32)
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads")
     print(f"measured matmul peak: bf16 {peak_bf16 / 1e12:.2f} TFLOP/s, fp32 {peak_fp32 / 1e12:.2f} TFLOP/s\n")
@@ -234,14 +258,17 @@ def main() -> None:
         ("dcgan bf16, channels_last, torch convs", {"precision": "bf16", "channels_last": True, **torch_convs}),
         ("dcgan bf16, channels_last, GEMM convs, glibc defaults",
          {"precision": "bf16", "channels_last": True, "mallopt": False}),
-        ("dcgan bf16, channels_last, GEMM convs (default)", {"precision": "bf16", "channels_last": True}),
+        ("dcgan bf16, channels_last, GEMM convs (the plan on AMX CPUs)", {"precision": "bf16", "channels_last": True}),
     ]  # fmt: skip
     if args.compile:
         variants.append(
             ("dcgan bf16, channels_last, compile", {"precision": "bf16", "channels_last": True, "compile": True})
         )
     rows = []
+    base_variants = variants
     for size in args.sizes:
+        auto = auto_plan(size)
+        variants = [*base_variants, (f"dcgan auto plan (default): {auto.plan}", plan_spec(auto.plan))]
         flops = flops_per_image(size)
         # Interleaved rounds: a slow spell of a shared machine then hits every configuration alike.
         best: dict[str, dict[str, Any]] = {}
@@ -270,9 +297,11 @@ def main() -> None:
                 f"{size}x{size}", name, f"{result['img_per_s']:.0f}", f"{result['img_per_s'] / baseline:.2f}x",
                 f"{flops / 1e9:.2f}", f"{result['img_per_s'] * flops / peak:.0%}", f"{result['peak_mb']:.0f}",
             ])  # fmt: skip
-        rows.append(
-            [f"{size}x{size}", "bf16 limit implied by the matmul peak", f"{peak_bf16 / flops:.0f}", "", "", "", ""]
-        )
+        limit = {"bf16": peak_bf16, "fp32": peak_fp32}.get(auto.plan.precision, peak_bf16)
+        rows.append([
+            f"{size}x{size}", f"{auto.plan.precision} limit implied by the matmul peak (the auto plan's precision)",
+            f"{limit / flops:.0f}", "", "", "", "",
+        ])  # fmt: skip
         rows.append(
             [f"{size}x{size}", "sampling (fp32, eval mode, batch 256)", f"{sampling_rate(size):.0f}", "", "", "", ""]
         )
