@@ -9,15 +9,20 @@ fp32 in every layout, and fp32 with torch's NCHW kernels beats the GEMM path (72
 batch 128). So `precision="auto"` (the default) means: time a few real training steps of each candidate on the
 run's own model shape and device, keep the fastest, and cache the answer per machine, torch version and shape.
 
+The thread count is not a candidate: it is the process's (OMP_NUM_THREADS, `torch.set_num_threads`), recorded in
+the plan and part of what the cache matches. On a 2-core machine shared with another job, one thread can be many
+times faster than two for a small model, but that is the load of the moment, which a cached plan must not keep.
+
 How the plan is chosen:
 
 - `candidates`: every combination of the switches the user did not force: on CPUs fp32 and bf16 (measured,
   never assumed) x layout x convolution path; on GPUs bf16 (where supported) and fp16 x layout. compile is not a
   candidate (its warm-up takes minutes): it is on only when asked for, and the candidates are then timed eager.
-- `measure`: each candidate runs a warm-up step, the first of each precision first; a precision whose first
-  warm-up step takes over `PRUNE_RATIO` (2) times the fastest is not explored further (bf16 here: 3x slower in
-  every layout). The rest run `ROUNDS` (2) interleaved rounds of timed steps (`Trainer.train_step` on random
-  images), the best round kept, so that a slow spell of a shared machine hits every candidate alike.
+- `measure`: after one warm-up step for the process, each candidate runs a first step, the first plan of each
+  precision first; a precision whose first step takes over `PRUNE_RATIO` (2) times the fastest is not explored
+  further (bf16 here: 3x slower in every layout). The rest are timed in `ROUNDS` (2) interleaved rounds of real
+  training steps (`Trainer.train_step` on random images; the first step is the first round when it takes 0.1 s
+  or more), the best round kept, so that a slow spell of a shared machine hits every candidate alike.
 - `choose`: the fastest; among plans within the measurement noise of it (the spread between the rounds, at least
   2% and at most 10%), the simplest: fp32 before bf16 before fp16, then the built-in defaults' layout. Never a
   plan slower than the fastest by more than the noise.

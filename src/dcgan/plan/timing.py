@@ -1,4 +1,4 @@
-"""Timing plans: a warm-up step each, the far slower pruned, then interleaved rounds of real training steps."""
+"""Timing plans: a first step each, a far slower precision pruned, then interleaved rounds of real training steps."""
 
 from __future__ import annotations
 
@@ -119,9 +119,10 @@ def measure(
     stepper: Callable[[ExecutionPlan, ModelShape, torch.device], Stepper] | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> Measurement:
-    """Time `plans` on a `shape` model: a warm-up step each, the first plan of each precision first (a precision
-    whose first plan is `PRUNE_RATIO` times slower is not timed further), then `ROUNDS` interleaved rounds of timed
-    steps, the best round kept. The global RNG and the GEMM switch are left as they were.
+    """Time `plans` on a `shape` model: a first step each, the first plan of each precision first (a precision
+    whose first plan is `PRUNE_RATIO` times slower is not timed further), then interleaved rounds of timed steps
+    until each plan has `ROUNDS`, the best kept. A first step of `ROUND_SECONDS` or more is its plan's first round;
+    shorter ones are timed in rounds of several steps after it. The global RNG and the GEMM switch are left as they were.
 
     Args:
         prune: skip a precision whose first plan's warm-up step is far slower; False times every plan.
@@ -163,10 +164,14 @@ def measure(
                     continue
                 for plan in group[1:]:
                     warm_up(plan)
+            # A step long enough to time alone (seconds at 64x64 on a CPU) is its plan's first round: after the
+            # process's own warm-up step, a new plan's set-up costs milliseconds.
             count = {plan: max(1, min(MAX_ROUND_STEPS, math.ceil(ROUND_SECONDS / first[plan]))) for plan in steps}
-            rounds = {plan: [] for plan in steps}
-            for _ in range(ROUNDS):
+            rounds = {plan: [first[plan]] if count[plan] == 1 else [] for plan in steps}
+            while any(len(r) < ROUNDS for r in rounds.values()):
                 for plan, step in steps.items():
+                    if len(rounds[plan]) == ROUNDS:
+                        continue
                     start = clock()
                     for _ in range(count[plan]):
                         step()
@@ -184,5 +189,5 @@ def measure(
 
 
 def measurement_steps(plans: Sequence[ExecutionPlan]) -> int:
-    """About how many training steps' time measuring `plans` costs (a warm-up and a step per round each)."""
-    return 1 + len(plans) * (1 + ROUNDS)
+    """About how many training steps' time measuring `plans` costs: the process's warm-up step and `ROUNDS` each."""
+    return 1 + len(plans) * ROUNDS
