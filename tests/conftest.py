@@ -62,3 +62,27 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_run_rgb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Like tiny_run but 3 channels at 32x32."""
     return train_tiny(tmp_path_factory.mktemp("tiny-run-rgb") / "run", image_size=32, channels=3)
+
+
+# ----------------------------------------------------------------------------------------------- CI: no skips
+def _ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """On CI (CI=true) a skipped test fails the run: everything a test needs is installed there (.ci/run), so a
+    skip means a check silently did not happen."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter is not None else []
+    if _ci() and skipped and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
+    skipped = terminalreporter.stats.get("skipped", [])
+    if _ci() and skipped:
+        terminalreporter.write_line(
+            f"CI=true: {len(skipped)} skipped tests fail this run; CI must install what they need (see .ci/run).",
+            red=True,
+            bold=True,
+        )
