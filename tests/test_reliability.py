@@ -231,7 +231,7 @@ def test_the_count_of_undecodable_files_is_shown(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Row "corrupt, truncated or non-image files in a data folder": the run says how many it skipped, also when
-    the decoded folder comes from the cache."""
+    the decoded folder comes from the cache and when there is no progress bar."""
     monkeypatch.setenv("DCGAN_CACHE", str(tmp_path / "cache"))
     data = _image_folder(tmp_path / "images", n=32)
     good = (data / "000.png").read_bytes()
@@ -240,7 +240,8 @@ def test_the_count_of_undecodable_files_is_shown(
     (data / "text.png").write_text("not an image")
     (data / "notes.txt").write_text("not an image file name: not counted")
     out = tmp_path / "run"
-    for steps, extra in ((1, ()), (2, ("--resume",))):  # the second run reads the decoded folder from the cache
+    # The second and third runs read the decoded folder from the cache.
+    for steps, extra in ((1, ()), (2, ("--resume",)), (3, ("--resume", "--no-progress"))):
         assert main(_train_argv(data, out, steps, *extra)) == 0
         shown = capsys.readouterr()
         text = shown.out + shown.err

@@ -93,10 +93,11 @@ class TrainingLog:
         self.bar.refresh()
 
     def note(self, text: str) -> None:
-        """A line above the progress bar."""
-        if self.bar.disable:
-            return
-        self.bar.write(text)
+        """A line above the progress bar; without a bar (`--no-progress`), a plain line from the writing process."""
+        if not self.bar.disable:
+            self.bar.write(text)
+        elif self.writes:
+            print(text)
 
     def forget_after(self, step: int) -> None:
         """Drop metrics.jsonl rows past `step` (and lines cut short by a kill)."""
