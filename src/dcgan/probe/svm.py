@@ -5,7 +5,7 @@ the paper's 50,000 x 28,672 CIFAR-10 features, on a 24 GB machine) and fits the 
 the other on a single core. Here all classes share each pass over the data (one (n, d) @ (d, K) matmul on every
 core), the feature matrix is never copied (per-feature standardisation is folded into the weights, and a large
 subset of rows is selected by a 0/1 mask rather than by indexing), and float32 is plenty for a regularised
-convex problem. `tests/test_probe.py` checks that it reaches scikit-learn's solution on a small problem.
+convex problem. `tests/probe/test_probe.py` checks that it reaches scikit-learn's solution on a small problem.
 
 For each class k, with y_ik = +1 when x_i is of class k and -1 otherwise, and x standardised, it minimises
 LinearSVC's objective

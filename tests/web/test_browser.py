@@ -2,7 +2,7 @@
 
 Set DCGAN_WEB_RUN to a run folder to drive the page with that model instead of the tiny test run, and
 DCGAN_WEB_SCREENSHOT to a .png path to save a screenshot of the page at the end (the README's picture:
-`DCGAN_WEB_RUN=/work/runs/faces64 DCGAN_WEB_SCREENSHOT=docs/images/web_page.png pytest tests/test_web_browser.py`).
+`DCGAN_WEB_RUN=/work/runs/faces64 DCGAN_WEB_SCREENSHOT=docs/images/web_page.png pytest tests/web/test_browser.py`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from dcgan.sample import latents
 from dcgan.web.explorer import Explorer
 from dcgan.web.server import create_app
 
-from .test_web import close, decode
+from .test_server import close, decode
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from dcgan.web.explorer import MAX_UPLOAD_BYTES, Explorer
 from dcgan.web.server import create_app
 
-from .test_web import decode, png_bytes, sheet_z
+from .test_server import decode, png_bytes, sheet_z
 
 
 @pytest.fixture(scope="module")
