@@ -34,7 +34,7 @@ from dcgan.data import ImageData, load_images
 from dcgan.errors import CheckpointError, ConfigError, DataError
 from dcgan.gemm_conv import use_gemm_conv
 from dcgan.models import Generator, recalibrate_batchnorm, sample_prior
-from dcgan.plan import ModelShape, PlanChoice, default_plan, plan_for_run
+from dcgan.plan import ModelShape, plan_for_run
 from dcgan.training.dry_run import DryRunReport, dry_run
 from dcgan.training.evaluation import BestCheckpoint
 from dcgan.training.log import TrainingLog
@@ -79,8 +79,8 @@ class Trainer:
 
     Building a Trainer reads (the data, a checkpoint to resume) and settles the execution plan (`dcgan.plan`: the
     run's stored one, the cached one, or measured once per machine and shape when the run is long enough to pay
-    for it), writing nothing but the plan cache; `fit()` writes the run folder. It switches `dcgan.gemm_conv` to the plan's setting process-wide;
-    `fit()` puts the previous setting back.
+    for it), writing nothing but the plan cache; `fit()` writes the run folder. It switches `dcgan.gemm_conv` to
+    the plan's setting process-wide; `fit()` puts the previous setting back.
     """
 
     def __init__(
@@ -113,7 +113,13 @@ class Trainer:
         if config.batch_size % self.dist.world:
             raise ConfigError(f"--batch-size {config.batch_size} must divide evenly over {self.dist.world} processes.")
         self.steps_per_epoch, self.total_steps = step_counts(config, len(self.data))
-        self.plan_choice = self._choose_plan(state)
+        # The run's plan: the one it stored when resumed, else cached or measured (see dcgan.plan.plan_for_run).
+        self.plan_choice = plan_for_run(
+            config, ModelShape.of(config, self.channels, self.dist.world), self.device, stored=config.plan,
+            resumed=state["config"] if state is not None else None,
+            remaining_steps=self.total_steps - (int(state["step"]) if state is not None else 0),
+            distributed=self.dist.enabled,
+        )  # fmt: skip
         self.plan = self.plan_choice.plan
         self.precision = self.plan.precision
         self.config = config = dataclasses.replace(config, plan=self.plan.to_dict())  # saved with the run
@@ -141,17 +147,6 @@ class Trainer:
             self._restore(state)
         self.g_train, self.d_train = self._wrap(self.G), self._wrap(self.D)
         self._gemm_before = use_gemm_conv(self.plan.gemm_conv)  # last: nothing after this can fail
-
-    def _choose_plan(self, state: dict[str, Any] | None) -> PlanChoice:
-        """The run's plan: the one it stored when resumed (a run begun before plans were measured goes on with the
-        built-in defaults it began with), else `dcgan.plan.plan_for_run`'s."""
-        stored = self.config.plan
-        if stored is None and state is not None:
-            stored = state["config"].get("plan") or default_plan(self.device).to_dict()
-        start = int(state["step"]) if state is not None else 0
-        shape = ModelShape.of(self.config, self.channels, self.dist.world)
-        return plan_for_run(self.config, shape, self.device, stored=stored, remaining_steps=self.total_steps - start,
-                            distributed=self.dist.enabled)  # fmt: skip
 
     def _wrap(self, module: nn.Module) -> nn.Module:
         wrapped = module

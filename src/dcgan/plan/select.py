@@ -121,17 +121,22 @@ def plan_for_run(
     device: torch.device,
     *,
     stored: dict[str, Any] | None,
+    resumed: dict[str, Any] | None = None,
     remaining_steps: int,
     distributed: bool = False,
 ) -> PlanChoice:
     """The plan a run uses (see the module's docstring for the order of the sources).
 
     Args:
-        stored: the plan the run saved (its config's, or its checkpoint's), reused with the forced switches.
+        stored: the plan the run saved in its config, reused with the forced switches.
+        resumed: the config dict of the checkpoint being resumed: its plan, or for a run begun before plans were
+            measured the built-in defaults it began with.
         remaining_steps: the steps still to run: a measurement must cost under a twentieth of them.
         distributed: under torchrun no rank measures (they would disagree); the cache or the defaults are used.
     """
     forced = forced_by(config)
+    if stored is None and resumed is not None:
+        stored = resumed.get("plan") or default_plan(device).to_dict()
     if stored is not None:
         # The thread count is this process's (OMP_NUM_THREADS, torch.set_num_threads): a plan records it.
         plan = dataclasses.replace(ExecutionPlan.from_dict(stored), threads=torch.get_num_threads(), **forced)
