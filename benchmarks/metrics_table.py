@@ -6,7 +6,7 @@ a perfect generator would reach with this many samples). Every row uses the same
 sample count and seed.
 
     python benchmarks/metrics_table.py --data fashion-mnist --untrained /work/runs/fashion32 --real-test \\
-        "1 epoch=/work/runs/fashion32/checkpoints/step-00000469.pt" "5 epochs=/work/runs/fashion32"
+        "1 epoch=/work/runs/fashion32/checkpoints/step-00000468.pt" "5 epochs=/work/runs/fashion32"
 """
 
 from __future__ import annotations

