@@ -181,6 +181,22 @@ def test_signal_saves_and_says_how_to_resume(tmp_path: Path, sig: signal.Signals
     assert ckpt.load(out)["step"] == stopped_at, "the checkpoint holds the step the message names"
 
 
+_DIE_MID_WRITE = """
+import io, os, signal, sys, torch
+from dcgan import checkpoint as ckpt
+real_save = torch.save
+def dying_save(obj, f, *args, **kwargs):
+    buffer = io.BytesIO()
+    real_save(obj, buffer, *args, **kwargs)
+    f.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    f.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+torch.save = dying_save
+state = ckpt.load(sys.argv[1])
+ckpt.atomic_save({**state, "step": state["step"] + 1}, sys.argv[1])
+"""
+
+
 def test_sigkill_at_random_moments_resumes_to_the_same_weights(tmp_path: Path) -> None:
     data = _image_folder(tmp_path / "images")
     env = _env(tmp_path)
@@ -199,6 +215,12 @@ def test_sigkill_at_random_moments_resumes_to_the_same_weights(tmp_path: Path) -
     subprocess.run(_cli(data, out, 24, "--resume"), check=True, env=env, capture_output=True)
     assert ckpt.load(out)["step"] == 24
     _assert_bitwise_equal(tmp_path / "straight", out)
+    # A kill landing inside a checkpoint write, made certain: the writer dies with half the new bytes written.
+    newest = ckpt.list_checkpoints(out)[-1]
+    before = newest.read_bytes()
+    killed = subprocess.run([sys.executable, "-c", _DIE_MID_WRITE, str(newest)], env=env, capture_output=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
+    assert newest.read_bytes() == before, "a kill during a checkpoint write leaves the previous checkpoint whole"
 
 
 def test_best_checkpoint_follows_the_metric(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
