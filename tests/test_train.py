@@ -106,15 +106,17 @@ def test_nan_in_the_weights_rolls_back_and_finishes(tmp_path: Path, monkeypatch:
     calls = {"n": 0}
 
     def poisoned(self: Trainer, real: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        stats = original(self, real, z)
         calls["n"] += 1
-        if calls["n"] == 6:  # once, mid-run: a weight of G becomes NaN
+        if calls["n"] == 6:  # once, mid-run, after step 6's finite losses: a weight of G becomes NaN
             with torch.no_grad():
                 next(self.G.parameters())[0, 0, 0, 0] = float("nan")
-        return original(self, real, z)
+        return stats
 
     monkeypatch.setattr(Trainer, "train_step", poisoned)
+    # Step 6's checkpoint is not written (its weights hold a NaN), so step 7's NaN rolls back to step 4.
     with pytest.warns(UserWarning, match="rolled back to step-00000004.pt"):
-        result = train(tiny_config(steps=8), tmp_path / "run", data=shapes_data(), progress=False)
+        result = train(tiny_config(steps=8, checkpoint_every=2), tmp_path / "run", data=shapes_data(), progress=False)
     assert result.step == 8
     state = ckpt.load(tmp_path / "run")
     assert all(torch.isfinite(v).all() for v in state["generator"].values())
