@@ -184,8 +184,9 @@ def test_missing_data_says_where_it_looked(tmp_path: Path, data: str, message: s
 
 
 def test_empty_folder(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="no image files"):
+    with pytest.raises(DataError, match="no image files") as info:
         load_images(str(tmp_path), image_size=32, use_cache=False)
+    assert str(tmp_path) in str(info.value), "the message names the folder it looked in"
 
 
 def test_folder_of_only_broken_images(tmp_path: Path) -> None:
