@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,14 +17,6 @@ from dcgan.metrics.extractors import extractor_dir
 from dcgan.metrics.inception import WEIGHTS_FILE, InceptionExtractor, _BlockA, _BlockEMax
 from dcgan.metrics.inception import tv as torchvision_inception
 from tests.conftest import SHARED_DATA
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

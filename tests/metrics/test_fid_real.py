@@ -4,7 +4,6 @@ as the images are blurred or noised more."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -12,14 +11,6 @@ from torchvision.transforms.functional import gaussian_blur
 
 from dcgan.data import ImageData, load_images
 from dcgan.metrics import LeNet, fit_extractor, frechet_distance
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

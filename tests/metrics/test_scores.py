@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import scipy.linalg
@@ -12,15 +10,6 @@ import torch
 from dcgan.errors import ConfigError
 from dcgan.metrics import frechet_distance, inception_score, kernel_inception_distance, precision_recall
 from dcgan.metrics.registry import count_name, parse_metrics, value_name
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Small matrices: one thread is faster than two fighting over busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _correlated(n: int, d: int, seed: int, shift: float = 0.0, scale: float = 1.0, mixing_seed: int = 0) -> np.ndarray:

@@ -23,16 +23,6 @@ from dcgan.web.server import create_app
 from .test_server import decode, png_bytes, sheet_z
 
 
-@pytest.fixture(scope="module")
-def explorer(tiny_run_rgb: Path) -> Explorer:
-    return Explorer.from_checkpoint(tiny_run_rgb)
-
-
-@pytest.fixture(scope="module")
-def client(explorer: Explorer) -> TestClient:
-    return TestClient(create_app(explorer))
-
-
 def refused(response: Any, status: int, *words: str) -> None:
     """The response has this status and a JSON {"error": sentence} that mentions each word."""
     assert response.status_code == status, (response.status_code, response.text)

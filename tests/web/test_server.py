@@ -19,17 +19,7 @@ from dcgan.inspection import drop_filters
 from dcgan.latent import load_z, vector_arithmetic
 from dcgan.sample import generate, latents, to_uint8
 from dcgan.web.explorer import Explorer
-from dcgan.web.server import create_app, is_local
-
-
-@pytest.fixture(scope="module")
-def explorer(tiny_run_rgb: Path) -> Explorer:
-    return Explorer.from_checkpoint(tiny_run_rgb)
-
-
-@pytest.fixture(scope="module")
-def client(explorer: Explorer) -> TestClient:
-    return TestClient(create_app(explorer))
+from dcgan.web.server import is_local
 
 
 def decode(data_url: str) -> np.ndarray:
