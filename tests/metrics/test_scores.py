@@ -8,7 +8,13 @@ import scipy.linalg
 import torch
 
 from dcgan.errors import ConfigError
-from dcgan.metrics import frechet_distance, inception_score, kernel_inception_distance, precision_recall
+from dcgan.metrics import (
+    class_statistics,
+    frechet_distance,
+    inception_score,
+    kernel_inception_distance,
+    precision_recall,
+)
 from dcgan.metrics.registry import count_name, parse_metrics, value_name
 
 
@@ -133,3 +139,23 @@ def test_metric_names_carry_the_sample_count() -> None:
     assert [m.name for m in parse_metrics("fid, KID,pr")] == ["fid", "kid", "pr"]
     with pytest.raises(ConfigError, match="Unknown metric"):
         parse_metrics("fid,fod")
+
+
+def test_class_statistics_separate_confidence_from_class_coverage() -> None:
+    # Confident and even: one-hot-like logits cycling through ten classes.
+    sure = torch.full((1000, 10), -20.0)
+    sure[torch.arange(1000), torch.arange(1000) % 10] = 20.0
+    confidence, entropy = class_statistics(sure)
+    assert confidence == pytest.approx(1.0, abs=1e-6) and entropy == pytest.approx(np.log(10), abs=1e-6)
+    # Confident but one class only (a collapsed generator): confidence stays, the class entropy drops to 0.
+    confidence, entropy = class_statistics(sure[::10])
+    assert confidence == pytest.approx(1.0, abs=1e-6) and entropy == pytest.approx(0.0, abs=1e-6)
+    # Undecided samples (flat logits): the lowest confidence, 1 / classes.
+    confidence, entropy = class_statistics(torch.zeros(100, 10))
+    assert confidence == pytest.approx(0.1) and entropy == pytest.approx(np.log(10))
+    # Half the samples confident, half undecided: the mean top-class probability is halfway.
+    confidence, _ = class_statistics(torch.cat([sure[:100], torch.zeros(100, 10)]))
+    assert confidence == pytest.approx(0.55, abs=1e-6)
+    with pytest.raises(ConfigError):
+        class_statistics(torch.zeros(10))
+    assert [m.name for m in parse_metrics("classes")] == ["classes"]

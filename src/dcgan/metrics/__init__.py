@@ -9,6 +9,7 @@
 Each metric lives in its own module and registers itself by name in `METRICS` when imported (below).
 """
 
+from dcgan.metrics.classes import class_statistics
 from dcgan.metrics.evaluate import Evaluation, evaluate, evaluate_images, generated_features, score
 from dcgan.metrics.extractors import FeatureExtractor, LeNet, SmallCNN, load_features, save_extractor
 from dcgan.metrics.fid import FrechetDistance, frechet_distance
@@ -32,6 +33,7 @@ __all__ = [
     "Reference",
     "SmallCNN",
     "TrainingEvaluator",
+    "class_statistics",
     "evaluate",
     "evaluate_images",
     "fid_inception_v3",
