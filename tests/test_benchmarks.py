@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -32,3 +33,28 @@ def test_conv_layers_prints_its_table() -> None:
     lines = out.stdout.splitlines()
     assert any(line.startswith("| G.blocks[0]") and "| GEMM |" in line for line in lines)
     assert any(line.startswith("| all layers") for line in lines), out.stdout
+
+
+@pytest.mark.slow
+def test_quality_vs_time_quick_runs_both_systems(tmp_path: Path) -> None:
+    from dcgan.metrics import LeNet, save_extractor
+
+    if not Path("/usr/share/datasets/fashion-mnist").is_dir():
+        pytest.skip("needs Debian's dataset-fashion-mnist")
+    features = save_extractor(LeNet(), tmp_path / "lenet-untrained.safetensors")  # the plumbing, not the figures
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "quality_vs_time.py"), "--quick", "--features", str(features),
+         "--out", str(out), "--data-cache", str(tmp_path / "data")],
+        capture_output=True, text=True, check=False, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads((out / "results.json").read_text())
+    systems = {run["system"]: run for run in result["runs"]}
+    assert set(systems) == {"dcgan", "reference"}
+    for run in systems.values():
+        assert len(run["points"]) >= 2, run  # the start and the end at least
+        assert run["points"][-1]["step"] >= 1 and "fid" in run["points"][-1]["values"]
+    assert systems["dcgan"]["exit_code"] in (0, 130), systems["dcgan"]  # its end, or SIGINT at the budget
+    assert (out / "fid_vs_seconds.png").stat().st_size > 0
+    assert "| dcgan | 128 | 0 |" in done.stdout and "dcgan FID / reference b64 FID" in done.stdout
