@@ -34,12 +34,16 @@ def register(sub: Any) -> None:
         description="Measure a generator's samples against real images: fid (Fréchet distance, all reference "
         "images), kid (unbiased kernel distance), is (Inception Score, on the extractor's classes), pr (improved "
         "precision and recall, k=3), classes (a domain classifier's mean top-class probability and the entropy of "
-        "its mean class distribution). Values are named with the sample count (fid10k). Reference features are "
-        "cached per data set, split and extractor.",
+        "its mean class distribution), coverage (with a classifier fitted on labelled groups, e.g. "
+        "cnn-utkface64-gender: each group's share among the samples over its share among the reference images). "
+        "Values are named with the sample count (fid10k). Reference features are cached per data set, split and "
+        "extractor.",
     )
     _common(p)
     p.add_argument(
-        "--metrics", default="fid,kid,is,pr", help="comma-separated: fid, kid, is, pr, classes (default: fid,kid,is,pr)"
+        "--metrics",
+        default="fid,kid,is,pr",
+        help="comma-separated: fid, kid, is, pr, classes, coverage (default: fid,kid,is,pr)",
     )
     p.add_argument("--n", type=positive_int, default=10_000, help="generated samples (default 10000)")
     p.add_argument("--split", choices=("train", "test"), default="train", help="reference split (default train)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +19,36 @@ def register(sub: Any) -> None:
 
     f = actions.add_parser(
         "fit",
-        help="train a domain classifier (LeNet for digits, small CNN for CIFAR-10) and save it with its accuracy",
+        help="train a domain classifier (LeNet for digits, small CNN for CIFAR-10 and photographs) and save it with "
+        "its accuracy",
     )
-    f.add_argument("--data", required=True, help=f"{', '.join(fittable)} (needs a train and a test split)")
+    f.add_argument(
+        "--data",
+        required=True,
+        help=f"{', '.join(fittable)}, or a labelled folder (one subfolder per class, or --labels-from-name); "
+        "where there is no test split, --holdout of the images is held out to measure it",
+    )
+    f.add_argument(
+        "--labels-from-name",
+        metavar="gender|race|age",
+        help="read a folder's labels from UTKFace-style file names (AGE_GENDER_RACE_...); the extractor is named "
+        "<arch>-<folder>-<field>, e.g. cnn-utkface64-gender",
+    )
+    f.add_argument(
+        "--holdout", type=float, default=0.15, help="share held out (seeded by --seed) without a test split (0.15)"
+    )
     f.add_argument("--data-root", help="where the data set lives")
     f.add_argument("--arch", choices=("lenet", "cnn"), help="default: lenet for the digit sets, cnn otherwise")
     f.add_argument("--epochs", type=positive_int, help="default: enough for about 2,000 (lenet) or 1,500 (cnn) steps")
     f.add_argument("--batch-size", type=positive_int, default=128)
     f.add_argument("--seed", type=non_negative_int, default=0)
-    f.add_argument("--out", type=Path, help="file to write (default: <cache>/extractors/<arch>-<data>.safetensors)")
+    f.add_argument("--out", type=Path, help="file to write (default: <cache>/extractors/<name>.safetensors)")
     f.add_argument("--device", default="cpu", help="cpu or cuda")
     f.add_argument("--download", action="store_true", help="fetch the data set if missing (needs internet)")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     f.set_defaults(func=run_fit)
 
-    a = actions.add_parser("list", help="the extractors in the cache folder, with their test accuracy")
+    a = actions.add_parser("list", help="the extractors in the cache folder, with their (held-out) test accuracy")
     a.set_defaults(func=run_list)
 
 
@@ -42,13 +58,15 @@ def run_fit(args: argparse.Namespace) -> int:
     path, meta = fit(
         args.data, root=args.data_root, arch=args.arch, epochs=args.epochs, out=args.out,
         batch_size=args.batch_size, seed=args.seed, device=args.device, download=args.download,
-        progress=not args.quiet,
+        progress=not args.quiet, labels_from_name=args.labels_from_name, holdout=args.holdout,
     )  # fmt: skip
     accuracy = float(meta["test_accuracy"])
-    print(
-        f"{meta['name']}: test accuracy {accuracy:.2%} on {int(meta['test_images']):,} {args.data} test images "
-        f"after {meta['epochs']} epochs ({meta['seconds']} s). Wrote {path}"
-    )
+    if meta["measured_on"] == "test split":
+        on = f"test accuracy {accuracy:.2%} on {int(meta['test_images']):,} {args.data} test images"
+    else:
+        on = f"held-out accuracy {accuracy:.2%} on {int(meta['test_images']):,} images ({meta['measured_on']})"
+    classes = ", ".join(json.loads(meta["classes"]))
+    print(f"{meta['name']}: {on}, classes {classes}, after {meta['epochs']} epochs ({meta['seconds']} s). Wrote {path}")
     if args.out is not None:
         print(f"Use it with --features {path}")
     else:
@@ -63,8 +81,18 @@ def run_list(args: argparse.Namespace) -> int:
     if not found:
         print(f"No extractors in {extractor_dir()}; make one with `dcgan extractor fit --data fashion-mnist`.")
         return 0
-    print(f"{'name':<24}{'test accuracy':>14}  {'epochs':>6}  file")
+    rows = []
     for path in found:
         meta = load_extractor_file(path).meta
-        print(f"{path.stem:<24}{float(meta.get('test_accuracy', 'nan')):>14.2%}  {meta.get('epochs', '?'):>6}  {path}")
+        classes = json.loads(meta["classes"]) if "classes" in meta else []
+        rows.append(
+            (path.stem, f"{float(meta.get('test_accuracy', 'nan')):.2%}", meta.get("measured_on", "test split"),
+             str(len(classes) or "?"), meta.get("epochs", "?"), str(path))
+        )  # fmt: skip
+    header = ("name", "accuracy", "measured on", "classes", "epochs", "file")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
+    for row in [header, *rows]:
+        cells = [row[0].ljust(widths[0]), row[1].rjust(widths[1]), row[2].ljust(widths[2]),
+                 row[3].rjust(widths[3]), row[4].rjust(widths[4]), row[5]]  # fmt: skip
+        print("  ".join(cells))
     return 0

@@ -10,15 +10,16 @@ missing the error says where it looked and how to get it.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
 import torch
 
-from dcgan.data import cache, registry
+from dcgan.data import cache, labels, registry
 from dcgan.data.folder import decode_folder, fingerprint, list_images
 from dcgan.data.readers import DEBIAN_FASHION_MNIST, NotFound, Request, Split
 from dcgan.data.registry import DataSet
@@ -40,6 +41,8 @@ class ImageData:
     source: str
     skipped: list[str] = field(default_factory=list)
     files: list[str] | None = None
+    classes: tuple[str, ...] | None = None  # the class names, label i being classes[i], where known
+    unlabelled: list[str] = field(default_factory=list)  # files left out because their names carry no label
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -47,6 +50,21 @@ class ImageData:
     @property
     def channels(self) -> int:
         return int(self.images.shape[1])
+
+    @property
+    def num_classes(self) -> int | None:
+        """How many classes the labels have: the class names' count, else the largest label + 1; None unlabelled."""
+        if self.labels is None:
+            return None
+        if self.classes is not None:
+            return len(self.classes)
+        return int(self.labels.max()) + 1 if len(self.labels) else 0
+
+    def select(self, index: torch.Tensor) -> ImageData:
+        """The images (and labels, files) at `index`, in that order, as a new `ImageData` of the same set."""
+        files = None if self.files is None else [self.files[int(i)] for i in index]
+        labels = None if self.labels is None else self.labels[index]
+        return replace(self, images=self.images[index], labels=labels, files=files)
 
 
 def native_channels(name: str) -> int:
@@ -98,6 +116,7 @@ def load_images(
     split: str = "train",
     download: bool = False,
     use_cache: bool = True,
+    labels_from_name: str | None = None,
 ) -> ImageData:
     """Load a data set by name or path as uint8 images at `image_size`, decoding once and caching on disk.
 
@@ -109,10 +128,16 @@ def load_images(
         split: "train" or "test" (LSUN's and ImageNet's "val").
         download: fetch a missing named set with torchvision (needs internet).
         use_cache: reuse a decoded copy from the cache folder (`$DCGAN_CACHE`, else ~/.cache/dcgan).
+        labels_from_name: label a folder's images by a field of their file names (`gender`, `race`, `age`
+            for UTKFace's `AGE_GENDER_RACE_...` names; see `dcgan.data.labels`). Without it a folder with one
+            subfolder per class is labelled by them, and any other folder is unlabelled.
 
     Raises:
-        DataError: the data set is missing, empty or unreadable; the message says where it looked.
+        DataError: the data set is missing, empty or unreadable, or `labels_from_name` does not fit its files;
+            the message says where it looked or what to do.
     """
+    if labels_from_name is not None:
+        labels.name_field(labels_from_name)  # an unknown field fails before any decoding
     if split not in SPLITS:
         raise DataError(f"split must be one of {', '.join(SPLITS)}, got {split!r}.")
     entry = registry.find(data)
@@ -139,12 +164,13 @@ def load_images(
     )
     cached = cache.load_cached(key) if use_cache else None
     if cached is not None:
-        images, labels, meta = cached
-        return ImageData(
+        images, stored_labels, meta = cached
+        loaded = ImageData(
             torch.from_numpy(images) if images.flags.writeable else torch.as_tensor(np.asarray(images)),
-            None if labels is None else torch.from_numpy(labels),
+            None if stored_labels is None else torch.from_numpy(stored_labels),
             data, split, meta["source"], meta.get("skipped", []), meta.get("files"),
         )  # fmt: skip
+        return _labelled(loaded, entry, labels_from_name)
 
     found = _ask(entry, entry.read, request) if entry is not None else _read_folder(folder, files, image_size, channels)
     labels_arr = found.labels if found.labels is not None and len(found.labels) else None  # an empty label file
@@ -154,11 +180,51 @@ def load_images(
     meta = {"source": found.source, "skipped": found.skipped, "files": found.files}
     if use_cache:
         cache.store_cached(key, images_arr, labels_arr, meta)
-    return ImageData(
+    loaded = ImageData(
         torch.from_numpy(np.ascontiguousarray(images_arr)),
         None if labels_arr is None else torch.from_numpy(labels_arr),
         data, split, found.source, found.skipped, found.files,
     )  # fmt: skip
+    return _labelled(loaded, entry, labels_from_name)
+
+
+def _labelled(data: ImageData, entry: DataSet | None, labels_from_name: str | None) -> ImageData:
+    """Class labels and names: a named set's own, those read from the file names, or a folder's subfolders.
+
+    They are worked out from the file list after the (cached) decoding, so the cache holds one copy of a folder
+    whatever labels are asked of it.
+    """
+    if labels_from_name is not None:
+        if data.files is None:
+            raise DataError(
+                f"--labels-from-name reads labels from image files' names, and {data.name} is not stored as "
+                "image files; it has its own labels."
+            )
+        found, classes = labels.labels_from_names(data.files, labels_from_name, data.source)
+        keep = np.flatnonzero(found >= 0)
+        if len(keep) < len(found):
+            left_out = [f for f, label in zip(data.files, found) if label < 0]
+            warnings.warn(
+                f"Left out {len(left_out)} of {len(found):,} images whose names carry no {labels_from_name} "
+                f"(e.g. {Path(left_out[0]).name}).",
+                stacklevel=3,
+            )
+            data = data.select(torch.from_numpy(keep))
+            data.unlabelled = left_out
+        data.labels, data.classes = torch.from_numpy(found[keep]), classes
+        return data
+    if entry is not None:
+        if data.labels is not None and entry.classes is not None:
+            data.classes = entry.classes
+        elif data.labels is not None and data.files is not None:  # ImageNet: the sorted class folders
+            found_folders = labels.labels_from_subfolders(data.files, data.source)
+            data.classes = found_folders[1] if found_folders is not None else None
+        return data
+    if data.files is not None and data.labels is None:
+        by_folder = labels.labels_from_subfolders(data.files, data.source)
+        if by_folder is not None:
+            data.labels, data.classes = torch.from_numpy(by_folder[0]), by_folder[1]
+    return data
 
 
 __all__ = ["DEBIAN_FASHION_MNIST", "ImageData", "load_images", "native_channels", "registry", "search_roots"]

@@ -10,6 +10,7 @@ Each metric lives in its own module and registers itself by name in `METRICS` wh
 """
 
 from dcgan.metrics.classes import class_statistics
+from dcgan.metrics.coverage import group_coverage
 from dcgan.metrics.evaluate import Evaluation, evaluate, evaluate_images, generated_features, score
 from dcgan.metrics.extractors import FeatureExtractor, LeNet, SmallCNN, load_features, save_extractor
 from dcgan.metrics.fid import FrechetDistance, frechet_distance
@@ -41,6 +42,7 @@ __all__ = [
     "fit_extractor",
     "frechet_distance",
     "generated_features",
+    "group_coverage",
     "inception_score",
     "kernel_inception_distance",
     "load_features",

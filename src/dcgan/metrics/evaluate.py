@@ -36,10 +36,15 @@ class Evaluation:
     features: dict[str, Any]
     lower_is_better: dict[str, bool]
     info: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)  # structured results by value name (coverage's groups)
 
     def to_dict(self) -> dict[str, Any]:
-        """One flat JSON-ready object: the values first, then `n`, `reference`, `features` and any extra info."""
-        return {**self.values, "n": self.n, "reference": self.reference, "features": self.features, **self.info}
+        """One JSON-ready object: the values first, then `n`, `reference`, `features`, any extra info, and the
+        metrics' details (e.g. `coverage10k`: each group's shares and ratio)."""
+        return {
+            **self.values, "n": self.n, "reference": self.reference, "features": self.features, **self.info,
+            **self.details,
+        }  # fmt: skip
 
     def write_json(self, path: str | Path) -> Path:
         path = Path(path)
@@ -51,10 +56,12 @@ class Evaluation:
         """A plain-text table: one row per value, its spread where it has one, and which way is better."""
         ref = self.reference
         accuracy = self.features.get("test_accuracy")
+        measured_on = self.features.get("measured_on", "test split")
+        kind = "test" if measured_on == "test split" else "held-out"
         lines = [
             f"reference: {ref['data']} {ref['split']} split, {ref['images']:,} images at "
             f"{ref['image_size']}x{ref['image_size']}x{ref['channels']}",
-            f"features:  {self.features['name']}" + (f" (test accuracy {float(accuracy):.2%})" if accuracy else ""),
+            f"features:  {self.features['name']}" + (f" ({kind} accuracy {float(accuracy):.2%})" if accuracy else ""),
             "",
             f"{'metric':<16}{'value':>12}{'±':>10}  better",
         ]
@@ -65,7 +72,29 @@ class Evaluation:
             spread = f"{std:.4f}" if std is not None else ""
             better = "lower" if self.lower_is_better[name] else "higher"
             lines.append(f"{name:<16}{value:>12.4f}{spread:>10}  {better}")
+        for name, detail in self.details.items():
+            if name.startswith("coverage"):
+                lines += ["", *coverage_table(name, detail)]
         return "\n".join(lines)
+
+
+def coverage_table(name: str, detail: dict[str, Any]) -> list[str]:
+    """Coverage's per-group table: each group's share among the samples and the reference, and their ratio."""
+    width = max(len("group"), *(len(row["name"]) for row in detail["groups"]))
+    lines = [
+        f"{name}: each group's share among the samples / its share among the {detail['reference_images']:,} "
+        f"reference images (groups from {detail['reference_source']}; 1.00x = drawn as often as in the data)",
+        f"  {'group':<{width}}  {'samples':>8}  {'reference':>9}  {'ratio':>7}  reference as classified",
+    ]
+    for row in detail["groups"]:
+        ratio = f"{row['ratio']:.2f}x" if row["ratio"] is not None else "-"
+        classified = f"{row['reference_classified']:>8.1%}" if "reference_classified" in row else ""
+        line = f"  {row['name']:<{width}}  {row['samples']:>8.1%}  {row['reference']:>9.1%}  {ratio:>7}  {classified}"
+        lines.append(line.rstrip())
+    lines.append(
+        f"  lowest {detail['min']:.2f}x ({detail['min_group']}), highest {detail['max']:.2f}x ({detail['max_group']})"
+    )
+    return lines
 
 
 def generated_features(
@@ -98,9 +127,18 @@ def generated_features(
 
 
 def score(
-    features: Features, reference: Reference, metrics: list[Metric], *, seed: int = 0
+    features: Features,
+    reference: Reference,
+    metrics: list[Metric],
+    *,
+    seed: int = 0,
+    details: dict[str, Any] | None = None,
 ) -> tuple[dict[str, float], dict[str, bool]]:
     """The metrics' values for precomputed features, named with the sample count (`fid10k`, ...).
+
+    Args:
+        details: if given, filled with the metrics' structured results by value name (`coverage10k`: the
+            per-group table).
 
     Returns (values, lower_is_better), both keyed by value name.
     """
@@ -111,14 +149,16 @@ def score(
     for metric in metrics:
         for key, value in metric.compute(inputs).items():
             values[value_name(key, n)] = value
-            lower[value_name(key, n)] = metric.lower_is_better
+            lower[value_name(key, n)] = metric.lower_is_better_for(key)
+    if details is not None:
+        details.update({value_name(key, n): detail for key, detail in inputs.details.items()})
     return values, lower
 
 
 def describe_extractor(extractor: FeatureExtractor) -> dict[str, Any]:
     meta = extractor.meta
     out: dict[str, Any] = {"name": extractor.name, "fingerprint": extractor.fingerprint}
-    for key in ("test_accuracy", "data", "standard_weights", "file"):
+    for key in ("test_accuracy", "measured_on", "data", "standard_weights", "file"):
         if key in meta:
             out[key] = meta[key]
     return out
@@ -146,7 +186,7 @@ def evaluate(
         generator: the generator (its `image_size` and `channels` set how the real images are loaded).
         data: the real data set's name or folder, as for training, or loaded `ImageData`.
         root: where the standard data sets live.
-        metrics: names (`fid`, `kid`, `is`, `pr`), as a list or comma-separated.
+        metrics: names (`fid`, `kid`, `is`, `pr`, `classes`, `coverage`), as a list or comma-separated.
         n: generated samples; FID and KID use every reference image, precision/recall as many as `n`.
         features: `inception`, an extractor name or file, a loaded extractor, or None for the data's default.
         split: the reference split ("train" or "test").
@@ -172,9 +212,10 @@ def evaluate(
         generator, extractor, n, prior=prior, seed=seed, batch_size=batch_size,
         logits=any(m.needs_logits for m in chosen),
     )  # fmt: skip
-    values, lower = score(fake, reference, chosen, seed=seed)
+    details: dict[str, Any] = {}
+    values, lower = score(fake, reference, chosen, seed=seed, details=details)
     return Evaluation(
-        values, n, reference.describe(), describe_extractor(extractor), lower, {"seed": seed, "prior": prior}
+        values, n, reference.describe(), describe_extractor(extractor), lower, {"seed": seed, "prior": prior}, details
     )
 
 
@@ -205,8 +246,11 @@ def evaluate_images(
         channels=int(images.shape[1]), device=device, download=download, batch_size=batch_size, progress=progress,
     )  # fmt: skip
     fake = extractor.extract(images, batch_size=batch_size, logits=any(m.needs_logits for m in chosen))
-    values, lower = score(fake, reference, chosen, seed=seed)
-    return Evaluation(values, len(images), reference.describe(), describe_extractor(extractor), lower, {"seed": seed})
+    details: dict[str, Any] = {}
+    values, lower = score(fake, reference, chosen, seed=seed, details=details)
+    return Evaluation(
+        values, len(images), reference.describe(), describe_extractor(extractor), lower, {"seed": seed}, details
+    )
 
 
 def prepare(
@@ -232,6 +276,6 @@ def prepare(
         extractor = load_features(features, name, device=device, download=download)
     reference = reference_features(
         extractor, data, root=root, split=split, image_size=image_size, channels=channels,
-        download=download, batch_size=batch_size, progress=progress,
+        download=download, batch_size=batch_size, progress=progress, groups=any(m.needs_groups for m in chosen),
     )  # fmt: skip
     return chosen, extractor, reference

@@ -16,6 +16,7 @@ is in the data set registry (`dcgan.data.registry`).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -23,6 +24,7 @@ from torch import nn
 
 from dcgan.data import registry
 from dcgan.data.cache import cache_dir
+from dcgan.data.labels import FIELDS
 from dcgan.errors import CheckpointError, ConfigError
 from dcgan.metrics.feature_extractor import FeatureExtractor, file_fingerprint
 from dcgan.metrics.inception import load_inception
@@ -33,14 +35,15 @@ FORMAT = "dcgan-extractor"
 class LeNet(FeatureExtractor):
     """LeNet-5's layout (32x32 grey input, two 5x5 conv + pool stages, 16 and 32 maps): the digit sets' classifier.
 
-    Features: the 128 activations before the classifier layer.
+    Features: the 128 activations before the classifier layer; `num_classes` logits (10 for the digits).
     """
 
     arch = "lenet"
     input_size, in_channels, feature_dim, num_classes = 32, 1, 128, 10
 
-    def __init__(self) -> None:
+    def __init__(self, num_classes: int = 10) -> None:
         super().__init__()
+        self.num_classes = num_classes
         self.body = nn.Sequential(
             nn.Conv2d(1, 16, 5), nn.ReLU(), nn.MaxPool2d(2),  # 28 -> 14
             nn.Conv2d(16, 32, 5), nn.ReLU(), nn.MaxPool2d(2),  # 10 -> 5
@@ -54,16 +57,18 @@ class LeNet(FeatureExtractor):
 
 
 class SmallCNN(FeatureExtractor):
-    """Three conv-batchnorm-ReLU-pool stages on 32x32 colour images: the CIFAR-10 classifier.
+    """Three conv-batchnorm-ReLU-pool stages on 32x32 colour images: the CIFAR-10 and faces classifier.
 
-    Features: the 256 activations before the classifier layer.
+    Larger images (the 64x64 faces) are resized to 32x32 first. Features: the 256 activations before the
+    classifier layer; `num_classes` logits (10 for CIFAR-10, 2 for the faces' gender, ...).
     """
 
     arch = "cnn"
     input_size, in_channels, feature_dim, num_classes = 32, 3, 256, 10
 
-    def __init__(self) -> None:
+    def __init__(self, num_classes: int = 10) -> None:
         super().__init__()
+        self.num_classes = num_classes
         stage = lambda cin, cout: [
             nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2)
         ]  # fmt: skip
@@ -78,7 +83,23 @@ class SmallCNN(FeatureExtractor):
         return features, self.classifier(features)
 
 
-ARCHES: dict[str, type[FeatureExtractor]] = {"lenet": LeNet, "cnn": SmallCNN}
+ARCHES: dict[str, type[LeNet] | type[SmallCNN]] = {"lenet": LeNet, "cnn": SmallCNN}
+
+
+def class_names(extractor: FeatureExtractor) -> tuple[str, ...] | None:
+    """The names of a fitted classifier's classes, logit i being names[i] (e.g. `("male", "female")`).
+
+    From the `classes` saved with it by `dcgan extractor fit`; an older file without them gets its class
+    numbers ("0", "1", ...). None for an extractor that is not a domain classifier (the FID Inception).
+    """
+    if extractor.meta.get("format") != FORMAT and not isinstance(extractor, (LeNet, SmallCNN)):
+        return None
+    saved = extractor.meta.get("classes")
+    if saved:
+        names = json.loads(saved)
+        if isinstance(names, list) and len(names) == extractor.num_classes:
+            return tuple(str(n) for n in names)
+    return tuple(str(i) for i in range(extractor.num_classes))
 
 
 def extractor_dir() -> Path:
@@ -116,7 +137,8 @@ def load_extractor_file(path: str | Path, device: str | torch.device = "cpu") ->
         raise CheckpointError(f"{path} is not a readable safetensors file ({exc}).") from exc
     if meta.get("format") != FORMAT or meta.get("arch") not in ARCHES:
         raise CheckpointError(f"{path} is not a dcgan feature extractor (no '{FORMAT}' metadata).")
-    model = ARCHES[meta["arch"]]()
+    head = weights.get("classifier.1.weight")  # the class count is the last layer's, whatever the metadata says
+    model = ARCHES[meta["arch"]](num_classes=int(head.shape[0]) if head is not None and head.ndim == 2 else 10)
     try:
         model.load_state_dict(weights)
     except RuntimeError as exc:
@@ -169,8 +191,11 @@ def load_features(
     have = ", ".join(p.stem for p in available()) or "none yet"
     fittable = [d.name for d in registry.entries() if d.fittable]
     arch, _, trained_on = name.partition("-")
+    folder, _, field = trained_on.rpartition("-")
     if arch in ARCHES and trained_on in fittable:
         hint = f"`dcgan extractor fit --data {trained_on}` makes it"
+    elif arch in ARCHES and folder and field in FIELDS:
+        hint = f"`dcgan extractor fit --data FOLDER --labels-from-name {field}` on a folder named {folder} makes it"
     else:
         hint = f"`dcgan extractor fit --data {'|'.join(fittable)}` makes one"
     raise ConfigError(

@@ -19,8 +19,28 @@ import torch
 
 from dcgan.data import ImageData, load_images
 from dcgan.data.cache import cache_dir, cache_key
-from dcgan.metrics.extractors import FeatureExtractor
+from dcgan.data.labels import parse_names
+from dcgan.errors import ConfigError
+from dcgan.metrics.extractors import FeatureExtractor, class_names
 from dcgan.metrics.registry import Memo
+
+
+@dataclass
+class Groups:
+    """The reference images' groups under a classifier's classes, for `coverage`.
+
+    Attributes:
+        classes: the classifier's class names, group i being classes[i].
+        labels: (N,) int64, each reference image's group; -1 where it has none (a name that does not parse).
+        source: where the groups came from, for people: the images' own labels or the classifier's predictions.
+        predicted: (N,) the classifier's top class for each reference image (the same as `labels` when the groups
+            are its predictions): how far its reading of real images is from their labels.
+    """
+
+    classes: tuple[str, ...]
+    labels: torch.Tensor
+    source: str
+    predicted: torch.Tensor | None = None
 
 
 @dataclass
@@ -34,6 +54,7 @@ class Reference:
     channels: int
     extractor: str
     memo: Memo = field(default_factory=Memo, repr=False)
+    groups: Groups | None = None  # filled when a metric needs them (`coverage`)
 
     @property
     def count(self) -> int:
@@ -85,6 +106,7 @@ def reference_features(
     batch_size: int = 256,
     progress: bool = False,
     use_cache: bool = True,
+    groups: bool = False,
 ) -> Reference:
     """The extractor's features of every image in a data set's split, from the cache when possible.
 
@@ -96,6 +118,7 @@ def reference_features(
         batch_size: images per extractor batch.
         progress: show a progress bar while extracting.
         use_cache: read and write the on-disk cache.
+        groups: also find each image's group under the extractor's classes (`reference_groups`).
     """
     images = data if isinstance(data, ImageData) else load_images(
         data, root=root, image_size=image_size, channels=channels, split=split, download=download
@@ -115,7 +138,46 @@ def reference_features(
         if use_cache:
             meta = {"data": images.name, "split": images.split, "source": images.source, "extractor": extractor.name}
             _save(path, features.numpy(), meta)
-    return Reference(features, images.name, images.split, size, chans, extractor.name)
+    reference = Reference(features, images.name, images.split, size, chans, extractor.name)
+    if groups:
+        reference.groups = reference_groups(extractor, images, batch_size=batch_size, progress=progress)
+    return reference
+
+
+def reference_groups(
+    extractor: FeatureExtractor, images: ImageData, *, batch_size: int = 256, progress: bool = False
+) -> Groups:
+    """Each reference image's group under the extractor's classes, for `coverage`.
+
+    The images' own labels where they name the same classes (a labelled set, or a folder whose file names carry
+    the field the extractor was fitted on: its `labels_from_name`); else the extractor's predictions (argmax).
+
+    Raises:
+        ConfigError: the extractor is not a classifier fitted on labelled groups (e.g. the FID Inception).
+    """
+    classes = class_names(extractor)
+    if classes is None:
+        raise ConfigError(
+            f"coverage needs a classifier fitted on labelled groups, and {extractor.name} is not one; fit one "
+            "with `dcgan extractor fit --data FOLDER --labels-from-name gender` (or a labelled set) and pass "
+            "--features with its name."
+        )
+    from tqdm import tqdm
+
+    parts = []
+    for start in tqdm(range(0, len(images), batch_size), desc="classifying", disable=not progress, unit="batch"):
+        logits = extractor.extract(images.images[start : start + batch_size], batch_size=batch_size, logits=True)
+        assert logits.logits is not None
+        parts.append(logits.logits.argmax(1))
+    predicted = torch.cat(parts)
+    if images.labels is not None and images.classes == classes:
+        return Groups(classes, images.labels.long(), f"the {images.name} labels", predicted)
+    field_name = extractor.meta.get("labels_from_name")
+    if field_name and images.files is not None:
+        labels, named = parse_names(images.files, field_name)
+        if named == classes and (labels >= 0).any():
+            return Groups(classes, torch.from_numpy(labels), f"the {field_name} in the file names", predicted)
+    return Groups(classes, predicted, f"{extractor.name}'s predictions", predicted)
 
 
 def _extract(

@@ -7,10 +7,10 @@ the sample count, as StyleGAN does: `fid` on 10,000 samples is reported as `fid1
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -29,6 +29,9 @@ class MetricInputs:
     fake_logits: torch.Tensor | None
     reference: Reference
     seed: int = 0
+    #: Where a metric may leave a structured result beside its values, under its value names (coverage's
+    #: per-group table); `score` passes them on.
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,8 @@ class Metric:
         primary: the value a training run tracks to keep its best checkpoint, or None if it has no single one.
         needs_logits: True if it reads the extractor's class logits (Inception Score).
         description: one line for help texts.
+        needs_groups: True if it reads the reference images' groups (`Reference.groups`, for coverage).
+        directions: values whose direction differs from `lower_is_better`, e.g. {"coverage_max": True}.
     """
 
     name: str
@@ -50,6 +55,12 @@ class Metric:
     primary: str | None
     needs_logits: bool = False
     description: str = ""
+    needs_groups: bool = False
+    directions: Mapping[str, bool] = field(default_factory=dict, hash=False)
+
+    def lower_is_better_for(self, value: str) -> bool:
+        """Which way is better for one of its values (named without the sample count)."""
+        return self.directions.get(value, self.lower_is_better)
 
 
 METRICS: dict[str, Metric] = {}

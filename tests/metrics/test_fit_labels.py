@@ -1,0 +1,109 @@
+"""`dcgan extractor fit` on a labelled folder: labels from names, a seeded held-out split, then FID and coverage."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from dcgan.cli import main
+from dcgan.data import load_images
+from dcgan.errors import ConfigError
+from dcgan.metrics import load_features
+from dcgan.metrics.extractors import class_names, extractor_dir
+from dcgan.metrics.fit import extractor_name, hold_out
+from tests.data.faces import write_faces
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """120 faces whose colour says their gender (40% men), named as UTKFace names them."""
+    folder = tmp_path_factory.mktemp("fit-labels") / "Faces"
+    write_faces(folder, 120, size=12, female_share=0.6)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def fitted(faces: Path) -> str:
+    """What `dcgan extractor fit --data FACES --labels-from-name gender` printed."""
+    out = io.StringIO()
+    argv = ["extractor", "fit", "--data", str(faces), "--labels-from-name", "gender", "--epochs", "4"]
+    with contextlib.redirect_stdout(out):
+        assert main([*argv, "--batch-size", "32", "--quiet"]) == 0
+    return out.getvalue()
+
+
+def test_fit_on_a_folder_learns_its_labels_and_measures_them_on_held_out_images(fitted: str) -> None:
+    assert fitted.startswith("cnn-faces-gender: held-out accuracy ")
+    assert "on 18 images (held-out 15%, seed 0), classes male, female," in fitted
+    assert "Use it with --features cnn-faces-gender" in fitted
+    model = load_features("cnn-faces-gender")
+    assert float(model.meta["test_accuracy"]) >= 0.9, model.meta  # chance is 0.6 (always "female")
+    assert model.meta["measured_on"] == "held-out 15%, seed 0" and model.meta["labels_from_name"] == "gender"
+    assert (model.meta["train_images"], model.meta["test_images"]) == ("102", "18")
+    assert class_names(model) == ("male", "female") and model.num_classes == 2
+
+
+def test_the_held_out_split_is_seeded_disjoint_and_keeps_labels_with_images(faces: Path) -> None:
+    data = load_images(str(faces), image_size=12, labels_from_name="gender")
+    train, held = hold_out(data, 0.15, seed=0)
+    assert (len(train), len(held)) == (102, 18) and train.files is not None and held.files is not None
+    assert not set(train.files) & set(held.files) and len(set(train.files) | set(held.files)) == 120
+    again, other = hold_out(data, 0.15, seed=0)[1], hold_out(data, 0.15, seed=1)[1]
+    assert again.files == held.files != other.files
+    for part in (train, held):
+        assert part.labels is not None and part.files is not None and part.classes == ("male", "female")
+        index = torch.tensor([data.files.index(f) for f in part.files])  # type: ignore[union-attr]
+        assert torch.equal(part.images, data.images[index]) and torch.equal(part.labels, data.labels[index])  # type: ignore[index]
+
+
+def test_extractor_names_say_arch_data_and_field() -> None:
+    assert extractor_name("cnn", "../shared/data/faces/utkface64", "gender") == "cnn-utkface64-gender"
+    assert extractor_name("lenet", "mnist") == "lenet-mnist"
+    assert extractor_name("cnn", "/photos/My Cats!/") == "cnn-my-cats"
+
+
+def test_list_shows_the_held_out_accuracy(fitted: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["extractor", "list"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("cnn-faces-gender "))
+    accuracy = float(load_features("cnn-faces-gender").meta["test_accuracy"])
+    assert f"{accuracy:.2%}" in row and "held-out 15%, seed 0" in row
+    assert str(extractor_dir() / "cnn-faces-gender.safetensors") in row
+
+
+def test_evaluate_gives_fid_and_coverage_by_group_offline(
+    fitted: str, faces: Path, tiny_run_rgb: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["evaluate", str(tiny_run_rgb), "--data", str(faces), "--features", "cnn-faces-gender", "--n", "64"]
+    assert main([*argv, "--metrics", "fid,coverage", "--json", str(tmp_path / "e.json"), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "features:  cnn-faces-gender (held-out accuracy" in printed
+    assert "fid64" in printed and "coverage64_min" in printed and "coverage64_max" in printed
+    assert "groups from the gender in the file names" in printed and "120 reference images" in printed
+    record = json.loads((tmp_path / "e.json").read_text())
+    rows = record["coverage64"]["groups"]
+    assert [(row["name"], row["reference"]) for row in rows] == [("male", 0.4), ("female", 0.6)]
+    for row in rows:
+        assert f"{row['ratio']:.2f}x" in printed and row["ratio"] == pytest.approx(row["samples"] / row["reference"])
+    assert record["coverage64_min"] == min(row["ratio"] for row in rows) and isinstance(record["fid64"], float)
+
+
+def test_cli_errors_are_one_sentence(faces: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["extractor", "fit", "--data", str(faces), "--quiet"]) == 2  # a flat folder has no labels
+    err = capsys.readouterr().err.split("\r")[-1].strip()  # after the decoding bar's carriage returns
+    assert err.startswith(f"error: --data {faces} has no class labels to fit a classifier on: ")
+    assert err.endswith("--labels-from-name gender|race|age.") and "\n" not in err
+    write_faces(tmp_path / "few", 1)
+    argv = ["extractor", "fit", "--data", str(tmp_path / "few"), "--labels-from-name", "gender", "--quiet"]
+    assert main(argv) == 2
+    last = capsys.readouterr().err.split("\r")[-1].strip()
+    assert last == f"error: {tmp_path / 'few'} has 1 image; holding some out to measure the classifier needs two."
+
+
+def test_a_missing_faces_extractor_says_how_to_make_it() -> None:
+    with pytest.raises(ConfigError, match=r"`dcgan extractor fit --data FOLDER --labels-from-name race` on a folder"):
+        load_features("cnn-elsewhere-race")
