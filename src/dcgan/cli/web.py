@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dcgan.cli.common import positive_int
+from dcgan.cli.common import non_negative_int, positive_float, positive_int
 
 
 def port_number(text: str) -> int:
@@ -24,6 +24,11 @@ def register(sub: Any) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=port_number, default=8000, help="port (default 8000)")
     p.add_argument("--threads", type=positive_int, default=min(2, os.cpu_count() or 1), help="CPU threads for the model (default: up to 2)")  # fmt: skip
+    p.add_argument("--workers", type=positive_int, help="requests that run the model at once (default: one per CPU core, 2 to 8)")  # fmt: skip
+    p.add_argument("--queue", type=non_negative_int, default=32, help="requests that may wait for a worker; one more is answered 503 (default 32)")  # fmt: skip
+    p.add_argument("--timeout", type=positive_float, default=30.0, metavar="SECONDS", help="time limit of a request, waiting included (default 30)")  # fmt: skip
+    p.add_argument("--project-queue", type=non_negative_int, default=2, help="projections that may wait while one runs (default 2)")  # fmt: skip
+    p.add_argument("--project-timeout", type=positive_float, default=120.0, metavar="SECONDS", help="time limit of a projection, waiting included; its optimisation stops there (default 120)")  # fmt: skip
     p.add_argument("--no-ema", action="store_true", help="use the raw generator even if an EMA copy exists")
     p.add_argument("--benchmark", action="store_true", help="time the page's requests over local HTTP, print a table and exit")  # fmt: skip
     p.set_defaults(func=run_serve)
@@ -34,8 +39,13 @@ def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from dcgan.web.explorer import Explorer
+    from dcgan.web.limits import ServerLimits, default_workers
     from dcgan.web.server import create_app, is_local
 
+    limits = ServerLimits(
+        workers=args.workers or default_workers(), queue=args.queue, timeout_s=args.timeout,
+        project_queue=args.project_queue, project_timeout_s=args.project_timeout,
+    )  # fmt: skip
     torch.set_num_threads(args.threads)
     explorer = Explorer.from_checkpoint(args.run, ema=not args.no_ema)
     if args.benchmark:
@@ -57,6 +67,12 @@ def run_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-    app = create_app(explorer, local_only=is_local(args.host))
+    print(
+        f"Up to {limits.workers} requests at once and {limits.queue} waiting ({limits.timeout_s:g} s each), "
+        f"one projection at a time and {limits.project_queue} waiting ({limits.project_timeout_s:g} s each); "
+        "beyond that the server answers 503.",
+        flush=True,
+    )
+    app = create_app(explorer, local_only=is_local(args.host), limits=limits)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

@@ -1,8 +1,9 @@
 """A local web page to explore a trained generator: `dcgan serve RUN_DIR` (see `dcgan.web.server`)."""
 
 from dcgan.web.explorer import Explorer
+from dcgan.web.limits import ServerLimits
 
-__all__ = ["Explorer", "create_app"]
+__all__ = ["Explorer", "ServerLimits", "create_app"]
 
 
 def __getattr__(name: str) -> object:

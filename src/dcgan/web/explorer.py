@@ -4,6 +4,8 @@ dropped filters and projected uploads, each checked and turned into PNGs the pag
 One `Explorer` serves every request of a server. Requests run on many threads, but the generator is shared and
 filter dropping works by hooking it, so every use of it holds `lock`; a projection (hundreds of gradient steps)
 runs on its own copy under its own lock, so sample sheets stay quick while an upload is being projected.
+Inside a server, waiting for either lock ends at the request's deadline, and a projection checks its deadline
+before every step of its optimisation (`dcgan.web.limits`); called from Python, nothing has a deadline.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dcgan.latent import attribute_direction, interpolate, numbered_sheet, save_
 from dcgan.models import Generator
 from dcgan.projection import project
 from dcgan.sample import generate, grid_image, latents, to_uint8
+from dcgan.web.limits import check_time, holding
 
 #: Largest upload accepted for projection, and the largest image (in pixels) Pillow is asked to decode.
 MAX_UPLOAD_BYTES = 5 * 2**20
@@ -95,6 +98,8 @@ class Explorer:
         self.lock = threading.Lock()
         self.projection_lock = threading.Lock()
         self._projector = copy.deepcopy(self.generator)  # projection toggles requires_grad; never on the shared G
+        # The projection calls G once per step: the cooperative place to stop one that is past its time limit.
+        self._projector.register_forward_pre_hook(lambda module, args: check_time())
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, ema: bool = True) -> Explorer:
@@ -127,7 +132,7 @@ class Explorer:
         return torch.tensor(rows, dtype=torch.float32)
 
     def _generate(self, z: torch.Tensor) -> torch.Tensor:
-        with self.lock:
+        with holding(self.lock):
             return generate(self.generator, z)
 
     # ------------------------------------------------------------------------------------------- results
@@ -157,7 +162,7 @@ class Explorer:
         from dcgan.latent import arithmetic_figure
 
         za, zb, zc = (self.vectors(rows, f"Group {name}") for rows, name in ((a, "A"), (b, "B"), (c, "C")))
-        with self.lock:
+        with holding(self.lock):
             result = vector_arithmetic(self.generator, za, zb, zc, noise=noise, n_noisy=8, seed=seed)
         images = result.result_images
         tiles = torch.cat([images[1:5], images[:1], images[5:9]])  # the result in the middle of a 3x3 grid
@@ -185,7 +190,7 @@ class Explorer:
         """The start sample moved along mean(A) - mean(B) by amounts from -span to span (paper Figure 8)."""
         za, zb = self.vectors(a, "Group A"), self.vectors(b, "Group B")
         starts = self.vectors([start], "The start")
-        with self.lock:
+        with holding(self.lock):
             result = attribute_direction(self.generator, za, zb, starts, steps=steps, span=span)
         return {
             "images": pngs(result.images),
@@ -201,7 +206,7 @@ class Explorer:
         wrong = [f for f in filters if not 0 <= f < count]
         if wrong:
             raise ConfigError(f"Filter {wrong[0]} does not exist: layer {layer} has filters 0 to {count - 1}.")
-        with self.lock:  # the hook is on the shared G: no other request may run it meanwhile
+        with holding(self.lock):  # the hook is on the shared G: no other request may run it meanwhile
             dropped = drop_filters(self.generator, z, layer, sorted(set(filters)))
             kept = generate(self.generator, z)
         return {
@@ -212,7 +217,7 @@ class Explorer:
     def project_upload(self, data: bytes, steps: int, restarts: int, seed: int) -> dict[str, Any]:
         """An uploaded image brought into z (`dcgan.projection.project`): the image as G sees it, G(z) and z."""
         target = read_upload(data, self.generator.image_size, self.generator.channels)
-        with self.projection_lock:
+        with holding(self.projection_lock):
             found = project(self._projector, target, steps=steps, restarts=restarts, seed=seed)
         return {
             "target": png(image_of(target[0])),

@@ -4,10 +4,18 @@ Every request is checked before it reaches the model: sizes, counts, seeds, vect
 numbers, and uploads (type, 5 MB, decodable by Pillow). A bad request gets a 4xx answer `{"error": "..."}` with
 one sentence saying what was wrong. No request names a file: latent vectors travel in the request body, and the
 only files the server reads are its own static assets.
+
+The event loop only parses, checks and routes: every request that runs G goes to a worker thread of a bounded
+`Lane` (`dcgan.web.limits`), which also turns its answer into JSON bytes there, so `/api/info` and the page are
+answered at once while the workers are busy. A full lane answers 503 with Retry-After; a request past its time
+limit, 504.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -20,6 +28,7 @@ from starlette.exceptions import HTTPException
 
 from dcgan.errors import DcganError
 from dcgan.web.explorer import MAX_UPLOAD_BYTES, Explorer, npy_bytes
+from dcgan.web.limits import Lane, Overloaded, ServerLimits, TimeLimitExceeded
 
 STATIC = Path(__file__).parent / "static"
 
@@ -91,14 +100,38 @@ class NpyRequest(Strict):
     name: str = Field("z", pattern=r"^[A-Za-z0-9_-]{1,64}$")
 
 
-def create_app(explorer: Explorer, *, local_only: bool = False) -> FastAPI:
+def create_app(explorer: Explorer, *, local_only: bool = False, limits: ServerLimits | None = None) -> FastAPI:
     """The FastAPI app serving the page for `explorer`'s generator; run it with uvicorn (`dcgan serve` does).
 
     With `local_only`, requests must name this machine in their Host header (127.0.0.1, localhost or [::1]), so
-    that a web page elsewhere cannot reach the server through a DNS name that it points at 127.0.0.1.
+    that a web page elsewhere cannot reach the server through a DNS name that it points at 127.0.0.1. `limits`
+    bounds the work taken on at once (default `ServerLimits()`); `app.state.lanes` holds its two lanes.
     """
-    app = FastAPI(title="dcgan explorer", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
+    limits = limits or ServerLimits()
+    lanes = {
+        "generate": Lane("generate", "request", limits.workers, limits.queue, limits.timeout_s),
+        "project": Lane("project", "projection", 1, limits.project_queue, limits.project_timeout_s),
+    }
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        for lane in lanes.values():
+            lane.shutdown()
+
+    app = FastAPI(title="dcgan explorer", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json", lifespan=lifespan)  # fmt: skip
     app.state.explorer = explorer
+    app.state.limits = limits
+    app.state.lanes = lanes
+    request_limits = {"sheet": MAX_SHEET, "sheet_end": MAX_SHEET_END, "group": MAX_GROUP, "steps": MAX_STEPS,
+                      "project_steps": MAX_PROJECT_STEPS, "upload_mb": MAX_UPLOAD_BYTES // 2**20,
+                      "timeout_s": limits.timeout_s, "project_timeout_s": limits.project_timeout_s}  # fmt: skip
+    facts = explorer.info() | {"limits": request_limits}  # fixed for the server's life: computed once
+
+    async def answer(lane: str, work: Callable[..., Any], *args: Any) -> Response:
+        """work(*args) on a worker of `lane`, its answer encoded as JSON there too (off the event loop)."""
+        body = await lanes[lane].run(lambda: json_bytes(work(*args)))
+        return Response(body, media_type="application/json")
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Any) -> Response:
@@ -124,49 +157,58 @@ def create_app(explorer: Explorer, *, local_only: bool = False) -> FastAPI:
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return error(exc.status_code, str(exc.detail))
 
+    @app.exception_handler(Overloaded)
+    async def overloaded(request: Request, exc: Overloaded) -> JSONResponse:
+        response = error(503, str(exc))
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
+
+    @app.exception_handler(TimeLimitExceeded)
+    async def too_slow(request: Request, exc: TimeLimitExceeded) -> JSONResponse:
+        return error(504, str(exc))
+
     @app.get("/", include_in_schema=False)
-    def page() -> FileResponse:
+    async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/api/info")
-    def info() -> dict[str, Any]:
-        limits = {"sheet": MAX_SHEET, "sheet_end": MAX_SHEET_END, "group": MAX_GROUP, "steps": MAX_STEPS,
-                  "project_steps": MAX_PROJECT_STEPS, "upload_mb": MAX_UPLOAD_BYTES // 2**20}  # fmt: skip
-        return explorer.info() | {"limits": limits}
+    async def info() -> dict[str, Any]:
+        """Answered on the event loop from facts computed once and the lanes' counters: never behind G."""
+        return facts | {"load": {name: lane.state() for name, lane in lanes.items()}}
 
     @app.post("/api/sheet")
-    def sheet(req: SheetRequest) -> dict[str, Any]:
-        return explorer.sheet(req.seed, req.start, req.n)
+    async def sheet(req: SheetRequest) -> Response:
+        return await answer("generate", explorer.sheet, req.seed, req.start, req.n)
 
     @app.post("/api/sheet.png")
-    def sheet_png(req: SheetRequest) -> dict[str, Any]:
-        return {"image": explorer.sheet_png(req.seed, req.start, req.n)}
+    async def sheet_png(req: SheetRequest) -> Response:
+        return await answer("generate", lambda: {"image": explorer.sheet_png(req.seed, req.start, req.n)})
 
     @app.post("/api/arithmetic")
-    def arithmetic(req: ArithmeticRequest) -> dict[str, Any]:
-        return explorer.arithmetic(req.a, req.b, req.c, req.noise, req.seed)
+    async def arithmetic(req: ArithmeticRequest) -> Response:
+        return await answer("generate", explorer.arithmetic, req.a, req.b, req.c, req.noise, req.seed)
 
     @app.post("/api/walk")
-    def walk(req: WalkRequest) -> dict[str, Any]:
-        return explorer.walk(req.z0, req.z1, req.steps, req.method)
+    async def walk(req: WalkRequest) -> Response:
+        return await answer("generate", explorer.walk, req.z0, req.z1, req.steps, req.method)
 
     @app.post("/api/direction")
-    def direction(req: DirectionRequest) -> dict[str, Any]:
-        return explorer.direction(req.a, req.b, req.start, req.steps, req.span)
+    async def direction(req: DirectionRequest) -> Response:
+        return await answer("generate", explorer.direction, req.a, req.b, req.start, req.steps, req.span)
 
     @app.post("/api/filters")
-    def filters(req: FiltersRequest) -> dict[str, Any]:
-        return explorer.drop(req.z, req.layer, req.filters)
+    async def filters(req: FiltersRequest) -> Response:
+        return await answer("generate", explorer.drop, req.z, req.layer, req.filters)
 
     @app.post("/api/project")
-    def project(
+    async def project(
         file: Annotated[UploadFile, File(description="an image: PNG, JPEG, WebP, GIF, BMP or TIFF, at most 5 MB")],
         steps: Annotated[int, Form(ge=1, le=MAX_PROJECT_STEPS)] = 100,
         restarts: Annotated[int, Form(ge=1, le=8)] = 2,
         seed: Annotated[int, Form(ge=0, le=MAX_SEED)] = 0,
-    ) -> dict[str, Any]:
+    ) -> Response:
         kind = (file.content_type or "").split(";")[0].strip().lower()
         if not (kind.startswith("image/") or kind in ("", "application/octet-stream")):
             raise HTTPException(415, f"The upload is {kind}; send an image (PNG, JPEG, WebP, GIF, BMP or TIFF).")
@@ -174,18 +216,23 @@ def create_app(explorer: Explorer, *, local_only: bool = False) -> FastAPI:
             raise HTTPException(
                 422, f"steps x restarts must be at most {MAX_PROJECT_STEPS * 2}, got {steps * restarts}."
             )
-        data = file.file.read(MAX_UPLOAD_BYTES + 1)
+        data = await file.read(MAX_UPLOAD_BYTES + 1)
         if len(data) > MAX_UPLOAD_BYTES:
             raise HTTPException(413, f"The upload is over {MAX_UPLOAD_BYTES // 2**20} MB, the limit.")
-        return explorer.project_upload(data, steps, restarts, seed)
+        return await answer("project", explorer.project_upload, data, steps, restarts, seed)
 
     @app.post("/api/z.npy")
-    def z_file(req: NpyRequest) -> Response:
-        data = npy_bytes(explorer.vectors(req.z, "z"))
+    async def z_file(req: NpyRequest) -> Response:
+        data = await lanes["generate"].run(lambda: npy_bytes(explorer.vectors(req.z, "z")))
         headers = {"Content-Disposition": f'attachment; filename="{req.name}.npy"'}
         return Response(data, media_type="application/octet-stream", headers=headers)
 
     return app
+
+
+def json_bytes(answer: Any) -> bytes:
+    """An answer as compact JSON, as FastAPI's JSONResponse writes it (NaN refused: answers never hold one)."""
+    return json.dumps(answer, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
 
 
 def error(status: int, message: str) -> JSONResponse:
