@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from dcgan.cli import main
@@ -158,6 +159,8 @@ def test_the_fid_blocks_pool_like_tensorflow() -> None:
     e_ours, e_theirs = _BlockEMax(8).eval(), torchvision_inception.InceptionE(8).eval()
     e_theirs.load_state_dict(e_ours.state_dict())
     assert not torch.allclose(e_ours(x)[:, -192:], e_theirs(x)[:, -192:])
+    max_pooled = e_ours.branch_pool(F.max_pool2d(x, kernel_size=3, stride=1, padding=1))
+    torch.testing.assert_close(e_ours(x)[:, -192:], max_pooled, atol=1e-6, rtol=0)  # the pool branch max-pools
 
 
 @pytest.mark.slow
