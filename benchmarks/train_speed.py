@@ -98,7 +98,13 @@ def reference_stepper(size: int, images: torch.Tensor) -> Any:
 
 
 def dcgan_stepper(
-    size: int, images: torch.Tensor, precision: str, channels_last: bool, compile: bool, gemm_conv: bool = True
+    size: int,
+    images: torch.Tensor,
+    precision: str,
+    channels_last: bool,
+    compile: bool,
+    gemm_conv: bool = True,
+    one_pass_d: bool = False,
 ) -> Any:
     from dcgan.config import build_config
     from dcgan.data import ImageData
@@ -110,6 +116,7 @@ def dcgan_stepper(
     )  # fmt: skip
     data = ImageData(images, None, "bench", "train", "synthetic")
     trainer = Trainer(config, tempfile.mkdtemp(prefix="dcgan-bench-"), data=data, progress=False)
+    trainer.one_pass_d = one_pass_d  # D's real and fake batches in one pass (the same step as two; see train.py)
 
     def step(i: int) -> None:
         trainer.train_step(trainer.real_batch(i), trainer.latent_batch())
@@ -133,8 +140,9 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         step = reference_stepper(size, images)
     else:
         step = dcgan_stepper(
-            size, images, spec["precision"], spec["channels_last"], spec["compile"], spec.get("gemm_conv", True)
-        )
+            size, images, spec["precision"], spec["channels_last"], spec["compile"], spec.get("gemm_conv", True),
+            spec.get("one_pass_d", False),
+        )  # fmt: skip
     for i in range(spec["warmup"]):
         step(i)
     start = time.perf_counter()
@@ -252,8 +260,12 @@ def main() -> None:
         ("reference: tutorial loop, fp32", {"kind": "reference", "mallopt": False}),
         ("reference + dcgan's allocator setting", {"kind": "reference", "mallopt": True}),
         ("dcgan fp32, NCHW, torch convs", {"precision": "fp32", "channels_last": False, **torch_convs}),
+        ("dcgan fp32, NCHW, torch convs, D in one pass",
+         {"precision": "fp32", "channels_last": False, "one_pass_d": True, **torch_convs}),
         ("dcgan fp32, channels_last, torch convs", {"precision": "fp32", "channels_last": True, **torch_convs}),
         ("dcgan fp32, channels_last, GEMM convs", {"precision": "fp32", "channels_last": True}),
+        ("dcgan fp32, channels_last, GEMM convs, D in one pass",
+         {"precision": "fp32", "channels_last": True, "one_pass_d": True}),
         ("dcgan bf16, NCHW, torch convs", {"precision": "bf16", "channels_last": False, **torch_convs}),
         ("dcgan bf16, channels_last, torch convs", {"precision": "bf16", "channels_last": True, **torch_convs}),
         ("dcgan bf16, channels_last, GEMM convs, glibc defaults",

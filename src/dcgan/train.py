@@ -1,10 +1,10 @@
 """The DCGAN training loop (paper section 4), readable top to bottom.
 
-One step: D sees a real batch and a fake batch in two separate forward/backward passes (so batchnorm
-normalises each on its own), then G is updated with the non-saturating loss -log D(G(z)). Precision is one
-autocast context plus a GradScaler that is only enabled for fp16; DDP is detected from torchrun's variables.
-The data order is a seeded permutation per epoch, so the step number alone fixes where in the data a run is,
-and a resumed run replays exactly what an uninterrupted one would have done.
+One step: D is updated on a real and a fake batch, which batchnorm normalises each on its own (two forward and
+backward passes, or with `Trainer.one_pass_d` one pass of both: the same step), then G with the non-saturating
+loss -log D(G(z)). Precision is one autocast context plus a GradScaler that is only enabled for fp16; DDP is
+detected from torchrun's variables. The data order is a seeded permutation per epoch, so the step number alone
+fixes where in the data a run is, and a resumed run replays exactly what an uninterrupted one would have done.
 
 `Trainer.train_step` is the step and `Trainer.fit` the loop. What happens around them (the log, the sample
 grids and figures, evaluation and best.pt, signals, NaN rollback) is in `dcgan.training`, one collaborator each;
@@ -82,6 +82,11 @@ class Trainer:
     for it), writing nothing but the plan cache; `fit()` writes the run folder. It switches `dcgan.gemm_conv` to
     the plan's setting process-wide; `fit()` puts the previous setting back.
     """
+
+    #: True: D sees the real and the fake batch in one forward and one backward pass, its batchnorm layers
+    #: normalising each on its own (`Discriminator.forward`'s `parts`): the same step as two passes. Off until it
+    #: is measured to pay (benchmarks/train_speed.py): on the 2-core CPU it was not clearly faster.
+    one_pass_d = False
 
     def __init__(
         self,
@@ -243,17 +248,26 @@ class Trainer:
         zeros = torch.zeros(real.shape[0], device=self.device)
         scaler = self.scaler
 
-        # D: maximise log D(x) + log(1 - D(G(z))), real and fake in separate passes (batchnorm statistics).
+        # D: maximise log D(x) + log(1 - D(G(z))). Batchnorm normalises the real and the fake batch each on its
+        # own (the paper's separate batches); in one pass of both, D's batchnorm layers split them (`parts=2`).
         self.opt_d.zero_grad(set_to_none=True)
-        with self._autocast():
-            logits_real = self.d_train(real)
-            loss_real = F.binary_cross_entropy_with_logits(logits_real.float(), ones)
-        scaler.scale(loss_real).backward()
-        with self._autocast():
-            fake = self.g_train(z)
-            logits_fake = self.d_train(fake.detach())
-            loss_fake = F.binary_cross_entropy_with_logits(logits_fake.float(), zeros)
-        scaler.scale(loss_fake).backward()
+        if self.one_pass_d:
+            with self._autocast():
+                fake = self.g_train(z)
+                logits_real, logits_fake = self.d_train(torch.cat([real, fake.detach()]), parts=2).chunk(2)
+                loss_real = F.binary_cross_entropy_with_logits(logits_real.float(), ones)
+                loss_fake = F.binary_cross_entropy_with_logits(logits_fake.float(), zeros)
+            scaler.scale(loss_real + loss_fake).backward()
+        else:  # the same step in two forward/backward passes
+            with self._autocast():
+                logits_real = self.d_train(real)
+                loss_real = F.binary_cross_entropy_with_logits(logits_real.float(), ones)
+            scaler.scale(loss_real).backward()
+            with self._autocast():
+                fake = self.g_train(z)
+                logits_fake = self.d_train(fake.detach())
+                loss_fake = F.binary_cross_entropy_with_logits(logits_fake.float(), zeros)
+            scaler.scale(loss_fake).backward()
         scaler.step(self.opt_d)
 
         # G: the non-saturating loss -log D(G(z)). D's weights are frozen so no gradient is spent on them (and the
