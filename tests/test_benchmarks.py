@@ -58,3 +58,19 @@ def test_quality_vs_time_quick_runs_both_systems(tmp_path: Path) -> None:
     assert systems["dcgan"]["exit_code"] in (0, 130), systems["dcgan"]  # its end, or SIGINT at the budget
     assert (out / "fid_vs_seconds.png").stat().st_size > 0
     assert "| dcgan | 128 | 0 |" in done.stdout and "dcgan FID / reference b64 FID" in done.stdout
+
+
+@pytest.mark.slow
+def test_web_load_prints_its_table() -> None:
+    """A tiny untrained run served on loopback, 1 and 2 clients for a second each: every request type answered,
+    nothing but 200s and well-formed 503s, and the server's memory reported."""
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "web_load.py"), "--quick", "--clients", "1,2", "--duration", "1"],
+        capture_output=True, text=True, check=True, timeout=600,
+    )  # fmt: skip
+    lines = out.stdout.splitlines()
+    for clients in (1, 2):
+        assert any(line.startswith(f"|       {clients} | info probe ") for line in lines), out.stdout
+    assert any(line.startswith("|       1 | sheet ") for line in lines), out.stdout
+    assert "answers other than 200 or a well-formed 503: 0" in lines, out.stdout
+    assert any(line.startswith("server RSS: ") and "MiB peak" in line for line in lines), out.stdout
