@@ -36,6 +36,7 @@ from dcgan.gemm_conv import use_gemm_conv
 from dcgan.models import Generator, recalibrate_batchnorm, sample_prior
 from dcgan.plan import ModelShape, plan_for_run
 from dcgan.training.dry_run import DryRunReport, dry_run
+from dcgan.training.ema import update_ema
 from dcgan.training.evaluation import BestCheckpoint
 from dcgan.training.log import TrainingLog
 from dcgan.training.resume import newest_state
@@ -282,10 +283,7 @@ class Trainer:
         scaler.step(self.opt_g)
         scaler.update()
         if self.G_ema is not None:
-            with torch.no_grad():
-                torch._foreach_lerp_(list(self.G_ema.parameters()), list(self.G.parameters()), 1.0 - self.config.ema)
-                for ema_buffer, buffer in zip(self.G_ema.buffers(), self.G.buffers()):
-                    ema_buffer.copy_(buffer)
+            update_ema(self.G_ema, self.G, self.config.ema, self.step)
         d_x = torch.sigmoid(logits_real.detach().float()).mean()
         d_g_z = torch.sigmoid(logits_fake.detach().float()).mean()
         return torch.stack([(loss_real + loss_fake).detach(), loss_g.detach(), d_x, d_g_z])
@@ -331,7 +329,10 @@ class Trainer:
                     continue
                 self.step += 1
                 log.add(stats)
-                final, epoch_end = self.step == self.total_steps, self.step % self.steps_per_epoch == 0
+                # An epoch's end also gets a grid, a checkpoint and the figures, unless epochs are shorter than the
+                # sample interval (the default job's are 39 steps): then the intervals alone set the pace.
+                final = self.step == self.total_steps
+                epoch_end = self.step % self.steps_per_epoch == 0 and self.steps_per_epoch >= cfg.sample_every
                 if self.step % cfg.log_every == 0 or final:
                     log.losses(self.step, self.step / self.steps_per_epoch, cfg.batch_size)
                 if main and (self.step % cfg.sample_every == 0 or epoch_end or final):
@@ -340,7 +341,7 @@ class Trainer:
                     self.best.evaluate(self.step, self.sampling_generator(), log, self._snapshot)
                 if self.step % cfg.checkpoint_every == 0 or epoch_end or final:
                     last = self.save_checkpoint() or last
-                    if epoch_end and main:
+                    if main and not final:  # the final figures follow the loop
                         samples.figures()
                 if stopping:
                     self._share_batchnorm_statistics()

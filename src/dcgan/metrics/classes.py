@@ -38,7 +38,7 @@ register(
         "classes",
         _compute,
         lower_is_better=False,
-        primary="confidence",
+        primary=None,  # two numbers, neither alone is the quality; a run keeps its best by fid, kid or is
         needs_logits=True,
         description="a classifier's mean top-class probability and the entropy of its mean class distribution",
     )

@@ -78,7 +78,7 @@ register(
         "coverage",
         _compute,
         lower_is_better=False,
-        primary="coverage_min",
+        primary=None,  # a per-group check; a run keeps its best by fid, kid or is
         needs_logits=True,
         needs_groups=True,
         directions={"coverage_max": True},
