@@ -46,6 +46,14 @@ def lane_is(client: TestClient, lane: str, running: int, waiting: int) -> Callab
 
 
 @contextmanager
+def serving(explorer: Explorer, **limits: Any) -> Iterator[TestClient]:
+    """A client of one server with these limits. Entered as a context, TestClient sends every request to one event
+    loop, as uvicorn does (without it each request gets a loop of its own, and a blocked loop would go unseen)."""
+    with TestClient(create_app(explorer, limits=ServerLimits(**limits))) as client:
+        yield client
+
+
+@contextmanager
 def g_held(explorer: Explorer) -> Iterator[None]:
     """G's lock held by the test: every request that runs G waits for it on its worker."""
     explorer.lock.acquire()
@@ -62,91 +70,91 @@ def quick(pool: ThreadPoolExecutor, call: Callable[[], Any]) -> Any:
 
 
 def test_a_full_queue_is_answered_503_with_retry_after_at_once(explorer: Explorer) -> None:
-    client = TestClient(create_app(explorer, limits=ServerLimits(workers=1, queue=1)))
-    sheet = lambda seed: client.post("/api/sheet", json={"seed": seed, "n": 2})
-    with ThreadPoolExecutor(4) as pool:
-        with g_held(explorer):
-            first = pool.submit(sheet, 1)
-            wait_until(lane_is(client, "generate", 1, 0), "the first request runs")
-            second = pool.submit(sheet, 2)
-            wait_until(lane_is(client, "generate", 1, 1), "the second request waits")
-            for path, body in (("/api/sheet", {"seed": 3}), ("/api/walk", {"z0": [0.0] * 8, "z1": [0.0] * 8})):
-                full = quick(pool, lambda: client.post(path, json=body))
-                refused(full, 503, "busy", "1 request running, 1 waiting", "try again in")
-                assert int(full.headers["retry-after"]) >= 1
-                assert full.json()["error"].count(". ") == 0 and full.json()["error"].endswith(".")
-            info = quick(pool, lambda: client.get("/api/info"))
-            assert info.json()["load"]["generate"] == {"workers": 1, "queue": 1, "running": 1, "waiting": 1}
-        assert first.result(timeout=30).status_code == 200 and second.result(timeout=30).status_code == 200
-    wait_until(lane_is(client, "generate", 0, 0), "the lane is empty again")
-    assert sheet(4).status_code == 200
+    with serving(explorer, workers=1, queue=1) as client:
+        sheet = lambda seed: client.post("/api/sheet", json={"seed": seed, "n": 2})
+        with ThreadPoolExecutor(4) as pool:
+            with g_held(explorer):
+                first = pool.submit(sheet, 1)
+                wait_until(lane_is(client, "generate", 1, 0), "the first request runs")
+                second = pool.submit(sheet, 2)
+                wait_until(lane_is(client, "generate", 1, 1), "the second request waits")
+                for path, body in (("/api/sheet", {"seed": 3}), ("/api/walk", {"z0": [0.0] * 8, "z1": [0.0] * 8})):
+                    full = quick(pool, lambda: client.post(path, json=body))
+                    refused(full, 503, "busy", "1 request running, 1 waiting", "try again in")
+                    assert int(full.headers["retry-after"]) >= 1
+                    assert full.json()["error"].count(". ") == 0 and full.json()["error"].endswith(".")
+                info = quick(pool, lambda: client.get("/api/info"))
+                assert info.json()["load"]["generate"] == {"workers": 1, "queue": 1, "running": 1, "waiting": 1}
+            assert first.result(timeout=30).status_code == 200 and second.result(timeout=30).status_code == 200
+        wait_until(lane_is(client, "generate", 0, 0), "the lane is empty again")
+        assert sheet(4).status_code == 200
 
 
 def test_info_and_the_page_are_answered_while_every_worker_waits_for_g(explorer: Explorer) -> None:
-    client = TestClient(create_app(explorer, limits=ServerLimits(workers=2, queue=3)))
-    z = [[0.1] * explorer.generator.nz]
-    heavy = [("/api/sheet", {"seed": 1, "n": 4}), ("/api/arithmetic", {"a": z, "b": z, "c": z}),
-             ("/api/filters", {"z": z, "layer": 0, "filters": [0]}), ("/api/walk", {"z0": z[0], "z1": z[0]}),
-             ("/api/direction", {"a": z, "b": z, "start": z[0]})]  # fmt: skip
-    with ThreadPoolExecutor(8) as pool:
-        with g_held(explorer):
-            held = [pool.submit(client.post, path, json=body) for path, body in heavy]
-            wait_until(lane_is(client, "generate", 2, 3), "two requests run and three wait")
-            for _ in range(5):
-                info = quick(pool, lambda: client.get("/api/info"))
-                assert info.status_code == 200 and info.json()["nz"] == explorer.generator.nz
-            page = quick(pool, lambda: client.get("/"))
-            assert page.status_code == 200
-            assert all(not f.done() for f in held), "the heavy requests are still held"
-        assert [f.result(timeout=30).status_code for f in held] == [200] * 5
+    with serving(explorer, workers=2, queue=3) as client:
+        z = [[0.1] * explorer.generator.nz]
+        heavy = [("/api/sheet", {"seed": 1, "n": 4}), ("/api/arithmetic", {"a": z, "b": z, "c": z}),
+                 ("/api/filters", {"z": z, "layer": 0, "filters": [0]}), ("/api/walk", {"z0": z[0], "z1": z[0]}),
+                 ("/api/direction", {"a": z, "b": z, "start": z[0]})]  # fmt: skip
+        with ThreadPoolExecutor(8) as pool:
+            with g_held(explorer):
+                held = [pool.submit(client.post, path, json=body) for path, body in heavy]
+                wait_until(lane_is(client, "generate", 2, 3), "two requests run and three wait")
+                for _ in range(5):
+                    info = quick(pool, lambda: client.get("/api/info"))
+                    assert info.status_code == 200 and info.json()["nz"] == explorer.generator.nz
+                page = quick(pool, lambda: client.get("/"))
+                assert page.status_code == 200
+                assert all(not f.done() for f in held), "the heavy requests are still held"
+            assert [f.result(timeout=30).status_code for f in held] == [200] * 5
 
 
 def test_info_is_answered_while_a_worker_computes(explorer: Explorer, monkeypatch: pytest.MonkeyPatch) -> None:
     """CPU work on a worker (here pure Python, which holds the GIL in turns) does not stall the event loop."""
-    client = TestClient(create_app(explorer, limits=ServerLimits(workers=1, queue=0)))
+    with serving(explorer, workers=1, queue=0) as client:
 
-    def busy_walk(*args: Any) -> dict[str, Any]:
-        end = time.perf_counter() + 2.0
-        while time.perf_counter() < end:
-            sum(range(1000))
-        return {"done": True}
+        def busy_walk(*args: Any) -> dict[str, Any]:
+            end = time.perf_counter() + 2.0
+            while time.perf_counter() < end:
+                sum(range(1000))
+            return {"done": True}
 
-    monkeypatch.setattr(explorer, "walk", busy_walk)
-    with ThreadPoolExecutor(2) as pool:
-        walking = pool.submit(client.post, "/api/walk", json={"z0": [0.0] * 8, "z1": [0.0] * 8})
-        wait_until(lane_is(client, "generate", 1, 0), "the walk runs")
-        for _ in range(3):
-            info = quick(pool, lambda: client.get("/api/info"))
-            assert info.status_code == 200
-        assert not walking.done()
-        assert walking.result(timeout=30).json() == {"done": True}
+        monkeypatch.setattr(explorer, "walk", busy_walk)
+        with ThreadPoolExecutor(2) as pool:
+            walking = pool.submit(client.post, "/api/walk", json={"z0": [0.0] * 8, "z1": [0.0] * 8})
+            wait_until(lane_is(client, "generate", 1, 0), "the walk runs")
+            for _ in range(3):
+                info = quick(pool, lambda: client.get("/api/info"))
+                assert info.status_code == 200
+            assert not walking.done()
+            assert walking.result(timeout=30).json() == {"done": True}
 
 
 def test_a_projection_past_its_time_limit_stops_and_frees_its_worker(explorer: Explorer) -> None:
-    client = TestClient(create_app(explorer, limits=ServerLimits(project_timeout_s=0.5)))
-    steps: list[float] = []
+    with serving(explorer, project_timeout_s=0.5) as client:
+        steps: list[float] = []
 
-    def slow_step(module: torch.nn.Module, args: Any) -> None:  # 1000 steps x 2 restarts would take 20 s
-        steps.append(time.monotonic())
-        time.sleep(0.02)
+        def slow_step(module: torch.nn.Module, args: Any) -> None:  # 1000 steps x 2 restarts would take 20 s
+            steps.append(time.monotonic())
+            time.sleep(0.02)
 
-    upload = lambda n: client.post(
-        "/api/project", files={"file": ("x.png", png_bytes(), "image/png")}, data={"steps": str(n)}
-    )
-    hook = explorer._projector.register_forward_pre_hook(slow_step)
-    try:
-        start = time.perf_counter()
-        stopped = upload(1000)
-        seconds = time.perf_counter() - start
-    finally:
-        hook.remove()
-    refused(stopped, 504, "projection", "time limit of 0.5 s", "stopped", "fewer steps")
-    assert seconds < 3, f"answered after {seconds:.1f} s: the optimisation did not stop at its limit"
-    count = len(steps)
-    time.sleep(0.3)
-    assert len(steps) == count and 0 < count < 1000, "the optimisation loop ended with the answer"
-    wait_until(lane_is(client, "project", 0, 0), "the projection worker is free")
-    assert upload(3).status_code == 200, "the next projection runs on the freed worker"
+        upload = lambda n: client.post(
+            "/api/project", files={"file": ("x.png", png_bytes(), "image/png")}, data={"steps": str(n)}
+        )
+        hook = explorer._projector.register_forward_pre_hook(slow_step)
+        try:
+            start = time.perf_counter()
+            stopped = upload(1000)
+            seconds = time.perf_counter() - start
+        finally:
+            hook.remove()
+        refused(stopped, 504, "projection", "time limit of 0.5 s", "stopped", "fewer steps")
+        assert seconds < 3, f"answered after {seconds:.1f} s: the optimisation did not stop at its limit"
+        count = len(steps)
+        time.sleep(0.3)
+        assert len(steps) == count and 0 < count < 1000, "the optimisation loop ended with the answer"
+        wait_until(lane_is(client, "project", 0, 0), "the projection worker is free")
+        assert upload(3).status_code == 200, "the next projection runs on the freed worker"
 
 
 @pytest.mark.parametrize(
