@@ -208,3 +208,4 @@ def test_bad_inspection_input_exits_2(
     assert main([swap.get(a, a) for a in argv] + ["--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+    assert err.count("\n") == 1, f"not one line: {err!r}"
