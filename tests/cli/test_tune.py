@@ -35,6 +35,7 @@ def test_tune_prints_the_candidates_and_caches_the_choice(capsys: pytest.Capture
     chosen = [row for row in rows if "  *  " in row or row.rstrip().endswith("  *")]
     assert len(chosen) == 1 and "the built-in defaults" in out
     assert f"Execution plan: {chosen[0].split('  ')[0]}" in out and "cached in" in out
+    assert "Load while measuring: other processes kept " in out, "the load the verdict was made under"
     # The next run of this shape starts from the cache, without measuring.
     cached = select_plan(ModelShape(16, 1, 100, 8, 8, 8), torch.device("cpu"), may_measure=False)
     assert cached is not None and cached.source == "cached" and str(cached.plan) == chosen[0].split("  ")[0]

@@ -4,6 +4,7 @@ version and shape, forced switch by switch by flags, stored with the run and reu
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 
 import dcgan.plan.cache
 import dcgan.plan.inference
+import dcgan.plan.load
 import dcgan.plan.select
 import dcgan.plan.timing
 from dcgan import checkpoint as ckpt
@@ -21,6 +23,7 @@ from dcgan.config import TrainConfig
 from dcgan.errors import ConfigError
 from dcgan.plan import (
     ExecutionPlan,
+    Load,
     Measurement,
     ModelShape,
     Timing,
@@ -64,18 +67,52 @@ def seconds_by_plan() -> Callable[[ExecutionPlan], float]:
     return lambda plan: 1.0 if plan == fastest else 3.0 if plan.precision == "bf16" else 1.3
 
 
+class FakeLoad:
+    """The fake machine's load: `others` CPUs of 2 kept busy by other processes (None: unknown); `probes` counts
+    the looks `select_plan` takes at it before measuring a provisional plan again."""
+
+    def __init__(self) -> None:
+        self.others: float | None = None
+        self.probes = 0
+
+    def now(self) -> Load | None:
+        return None if self.others is None else Load(self.others, cpus=2, threads=2)
+
+
 @pytest.fixture
-def measured(monkeypatch: pytest.MonkeyPatch) -> list[tuple[ModelShape, tuple[ExecutionPlan, ...]]]:
-    """Replace the timing of plans by the fake machine; the list records each measurement (shape, plans)."""
+def load(monkeypatch: pytest.MonkeyPatch) -> FakeLoad:
+    fake = FakeLoad()
+
+    def probe(threads: int) -> Load | None:
+        fake.probes += 1
+        return fake.now()
+
+    monkeypatch.setattr(dcgan.plan.load, "load_now", probe)
+    return fake
+
+
+@pytest.fixture
+def measured(monkeypatch: pytest.MonkeyPatch, load: FakeLoad) -> list[tuple[ModelShape, tuple[ExecutionPlan, ...]]]:
+    """Replace the timing of plans by the fake machine; the list records each measurement (shape, plans). Under
+    load (`load.others` over half a CPU) the timings are garbage, as they were on the 2-core Xeon: every plan 5x
+    slower, and the built-in defaults' layout the "fastest"."""
     calls: list[tuple[ModelShape, tuple[ExecutionPlan, ...]]] = []
     cost = seconds_by_plan()
 
     def fake(plans: Sequence[ExecutionPlan], shape: ModelShape, device: torch.device, **_: object) -> Measurement:
         calls.append((shape, tuple(plans)))
-        return Measurement(tuple(Timing(p, cost(p), cost(p)) for p in plans), noise=0.05, seconds=0.1)
+        now = load.now()
+        busy = now is not None and now.busy
+        seconds = {p: 5.0 * (0.9 if p == fp32() else cost(p)) if busy else cost(p) for p in plans}
+        timings = tuple(Timing(p, seconds[p], seconds[p]) for p in plans)
+        return Measurement(timings, noise=0.05, seconds=0.1, load=now)
 
     monkeypatch.setattr(dcgan.plan.timing, "measure", fake)
     return calls
+
+
+def cache_file() -> Path:
+    return dcgan.plan.cache.PlanCache().path
 
 
 # ------------------------------------------------------------------------------------------- the choice
@@ -191,6 +228,79 @@ def test_a_corrupt_cache_warns_and_is_measured_over(measured: list[object], tmp_
     assert choice is not None and choice.source == "measured" and len(measured) == 1
     assert json.loads(path.read_text())["entries"], "rewritten whole"
     assert select_plan(SHAPE, CPU, may_measure=False) is not None and len(measured) == 1
+
+
+# ------------------------------------------------------------------------------------------- a busy machine
+def test_measuring_records_the_cpu_time_other_processes_took() -> None:
+    """A fake clock and CPU meter: our 2 threads use 2 CPUs of 2; others take `others` CPUs more."""
+    now = [0.0]
+    step = lambda: now.__setitem__(0, now[0] + 0.5)
+    plans = candidates(CPU, {"precision": "fp32"})
+
+    def measured_under(others: float) -> Measurement:
+        def sampler() -> dcgan.plan.load.CpuTimes:
+            return dcgan.plan.load.CpuTimes(now[0], busy=(2 + others) * now[0], own=2 * now[0], cpus=2)
+
+        return measure(plans, SHAPE, CPU, stepper=lambda *_: step, clock=lambda: now[0], sampler=sampler)
+
+    busy = measured_under(1.5)
+    assert busy.load is not None and busy.load.others == pytest.approx(1.5) and busy.provisional
+    assert Measurement.from_dict(json.loads(json.dumps(busy.to_dict()))) == busy, "the load is kept in the cache"
+    quiet = measured_under(0.1)
+    assert quiet.load is not None and quiet.load.others == pytest.approx(0.1) and not quiet.provisional
+    assert not measured_under(0.4).provisional and measured_under(0.6).provisional, "the line: half a CPU of 2"
+    assert not Load(0.2, cpus=2, threads=8).busy, "threads beyond the CPUs are not counted as needing them"
+    assert not measure(plans, SHAPE, CPU, stepper=lambda *_: step, clock=lambda: now[0], sampler=lambda: None).load
+    real = dcgan.plan.load.cpu_times()
+    assert real is not None and real.cpus == len(os.sched_getaffinity(0)) and real.busy > 0
+
+
+def test_a_plan_measured_on_a_busy_machine_is_provisional_and_measured_again_when_it_is_quiet(
+    measured: list[object], load: FakeLoad, capsys: pytest.CaptureFixture[str]
+) -> None:
+    load.others = 1.9
+    busy = select_plan(SHAPE, CPU)
+    assert busy is not None and busy.plan == fp32() and busy.measurement is not None and busy.measurement.provisional
+    busy_line = "measured on a busy machine (other processes kept 1.9 of 2 CPUs busy): it will be measured again"
+    assert busy_line in str(busy)
+    entry = json.loads(cache_file().read_text())["entries"][-1]
+    assert entry["provisional"] and entry["measurement"]["load"]["others"] == 1.9
+    still = select_plan(SHAPE, CPU)
+    assert still is not None and still.source == "cached" and still.plan == fp32() and len(measured) == 1
+    assert load.probes == 1, "still busy: the provisional plan is used, not measured again for another bad verdict"
+    load.others = 0.05
+    short = select_plan(SHAPE, CPU, may_measure=False)
+    assert short is not None and short.plan == fp32() and load.probes == 1, "a run too short to measure uses it"
+    quiet = select_plan(SHAPE, CPU)
+    assert quiet is not None and quiet.source == "measured" and quiet.plan == nchw_torch() and len(measured) == 2
+    assert not quiet.measurement.provisional and "busy machine" not in str(quiet)
+    again = select_plan(SHAPE, CPU)
+    assert again is not None and again.source == "cached" and again.plan == nchw_torch() and len(measured) == 2
+    assert load.probes == 2, "a quiet verdict is final: no look at the load, no measuring"
+    assert select_plan(SHAPE, CPU, may_measure=False) is not None and load.probes == 2
+
+
+def test_a_busy_measurement_never_replaces_a_quieter_one(measured: list[object], load: FakeLoad) -> None:
+    load.others = 0.1
+    select_plan(SHAPE, CPU)
+    load.others = 1.9
+    retuned = select_plan(SHAPE, CPU, retune=True)
+    assert retuned is not None and retuned.source == "measured" and len(measured) == 2, "tune shows what it measured"
+    assert retuned.cache is None and "not cached: the cached measurement was made on a quieter machine" in str(retuned)
+    kept = select_plan(SHAPE, CPU)
+    assert kept is not None and kept.source == "cached" and kept.plan == nchw_torch() and len(measured) == 2
+
+    cache_file().unlink()
+    load.others = 1.0
+    select_plan(SHAPE, CPU)
+    load.others = 1.9
+    worse = select_plan(SHAPE, CPU, retune=True)
+    assert worse is not None and worse.cache is None, "busier than the provisional one: not cached either"
+    assert json.loads(cache_file().read_text())["entries"][-1]["measurement"]["load"]["others"] == 1.0
+    load.others = 0.9
+    better = select_plan(SHAPE, CPU, retune=True)
+    assert better is not None and better.cache is not None, "a less busy one replaces a provisional one"
+    assert json.loads(cache_file().read_text())["entries"][-1]["measurement"]["load"]["others"] == 0.9
 
 
 # ------------------------------------------------------------------------------------------- a run's plan

@@ -75,4 +75,8 @@ def run_tune(args: argparse.Namespace) -> int:
         noise = choice.measurement.noise
         print(f"Measured in {choice.measurement.seconds:.0f} s; plans within {noise:.0%} (the noise between rounds) "
               "of the fastest count as ties, and the simplest of those is chosen.")  # fmt: skip
+        load = choice.measurement.load
+        if load is not None:
+            verdict = "busy: provisional" if load.busy else "quiet enough to keep"
+            print(f"Load while measuring: {load}, leaving {load.share:.0%} of the CPU its threads needed ({verdict}).")
     return 0

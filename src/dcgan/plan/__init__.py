@@ -31,16 +31,22 @@ Where a run's plan comes from (`plan_for_run`), first match wins: the plan the r
 exactly), every switch forced, `DCGAN_PLAN=default` (the built-in defaults, no measuring), the cache
 (`cache_dir()/plans.json`), a measurement (when the run is long enough to pay for it), the built-in defaults.
 `DCGAN_RETUNE=1` or `dcgan tune` measures again.
+
+A measurement records the CPU time other processes took meanwhile (`dcgan.plan.load`); one made while they left
+its threads under 3/4 of the CPU they needed is provisional: used, said so, and measured again by a later run that
+finds the machine quieter, replacing it only if it was made under no more load.
 """
 
 from dcgan.plan.cache import PlanCache, machine
 from dcgan.plan.inference import inference_precision
+from dcgan.plan.load import Load
 from dcgan.plan.plans import ExecutionPlan, ModelShape, candidates, choose, default_plan, forced_by
 from dcgan.plan.select import PlanChoice, plan_for_run, select_plan
 from dcgan.plan.timing import Measurement, Timing, measure, plan_stepper
 
 __all__ = [
     "ExecutionPlan",
+    "Load",
     "Measurement",
     "ModelShape",
     "PlanCache",

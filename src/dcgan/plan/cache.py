@@ -84,7 +84,8 @@ class PlanCache:
             if not (same and all(p in [plan.to_dict() for plan in plans] for p in considered)):
                 kept.append(entry)
         stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        kept.append({**key, "measured_at": stamp, "measurement": measurement.to_dict()})
+        entry = {**key, "measured_at": stamp, "provisional": measurement.provisional}
+        kept.append({**entry, "measurement": measurement.to_dict()})
         text = json.dumps({"version": CACHE_VERSION, "entries": kept}, indent=1) + "\n"
         tmp = None
         try:

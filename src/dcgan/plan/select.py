@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from dcgan.config import TrainConfig
+from dcgan.plan import load as plan_load
 from dcgan.plan import timing
 from dcgan.plan.cache import PlanCache
 from dcgan.plan.plans import ExecutionPlan, ModelShape, candidates, choose, default_plan, forced_by
@@ -30,6 +31,7 @@ class PlanChoice:
     Attributes:
         source: "measured" (now), "cached" (measured earlier on this machine), "stored" (the run's own),
             "forced" (every switch given) or "default" (the built-in defaults, `why` says why).
+        why: for a measurement, why it was not cached (if it was not).
     """
 
     plan: ExecutionPlan
@@ -51,6 +53,11 @@ class PlanChoice:
             seconds += f" vs {timed[self.defaults]:.3g} for the defaults"
         how = "measured" if self.source == "measured" else "measured earlier"
         where = f"; {'cached in' if self.source == 'measured' else 'from'} {self.cache}" if self.cache else ""
+        if self.why:
+            where += f"; {self.why}"
+        if self.measurement.provisional:
+            where += (f"; measured on a busy machine ({self.measurement.load}): it will be measured again when the "
+                      "machine is quieter")  # fmt: skip
         return f"{self.plan} ({how}: {seconds}{where})"
 
     def __str__(self) -> str:
@@ -87,6 +94,12 @@ def select_plan(
 ) -> PlanChoice | None:
     """The fastest plan for a `shape` model on `device` among the `candidates`, from the cache or measured.
 
+    A cached measurement made on a busy machine (`Measurement.provisional`) is used while the machine stays busy
+    (`load_now` watches it for a quarter of a second): measuring again under the same load would cost the run
+    seconds to a minute for another verdict as unreliable. Once the machine is quieter it is measured again, and
+    the new measurement replaces it only if it was made under no more load (`Measurement.better_than`); a busy
+    measurement never replaces a quiet one, not even one asked for with `retune`.
+
     Args:
         retune: measure even if the cache has an answer (default: whether `DCGAN_RETUNE=1`).
         may_measure: when false and nothing is cached, return None instead of measuring.
@@ -101,18 +114,30 @@ def select_plan(
     key = PlanCache.key(shape, device)
     if retune is None:
         retune = os.environ.get("DCGAN_RETUNE", "") not in ("", "0")
-    found = None if retune else cache.find(key, plans)
+    cached = cache.find(key, plans)
+    found = None if retune else cached
+    if found is not None and found.provisional and may_measure:
+        now = plan_load.load_now(plans[0].threads)
+        if now is None or not now.busy:
+            found = None
     if found is None and not may_measure:
         return None
-    source = "cached"
+    source, why, written = "cached", "", True
     if found is None:
-        found, source = timing.measure(plans, shape, device, prune=prune), "measured"
-        if store:
-            cache.store(key, found)
+        fresh = timing.measure(plans, shape, device, prune=prune)
+        if cached is None or fresh.better_than(cached):
+            found, source, written = fresh, "measured", store
+            if store:
+                cache.store(key, fresh)
+        elif retune:
+            found, source, written = fresh, "measured", False
+            quieter = f" ({cached.load})" if cached.load is not None else ""
+            why = f"not cached: the cached measurement was made on a quieter machine{quieter}"
+        else:
+            found = cached  # measured under more load than the cached verdict: that one stays, and is used
     plan = choose(found.timed(plans), found.noise, prefer=defaults)
-    written = source == "cached" or store
-    return PlanChoice(plan, source, measurement=found, defaults=defaults, cache=cache.path if written else None,
-                      shape=shape)  # fmt: skip
+    return PlanChoice(plan, source, why, measurement=found, defaults=defaults,
+                      cache=cache.path if written else None, shape=shape)  # fmt: skip
 
 
 def plan_for_run(

@@ -17,6 +17,7 @@ import torch
 
 from dcgan.config import TrainConfig
 from dcgan.gemm_conv import use_gemm_conv
+from dcgan.plan.load import CpuTimes, Load, cpu_times, load_between
 from dcgan.plan.plans import ExecutionPlan, ModelShape
 
 #: A precision whose first plan's warm-up step takes over this many times the fastest is not timed further: bf16 on
@@ -48,11 +49,24 @@ class Timing:
 
 @dataclass(frozen=True)
 class Measurement:
-    """The candidates' timings, the noise between rounds, and what measuring took (seconds)."""
+    """The candidates' timings, the noise between rounds, what measuring took (seconds) and the load meanwhile
+    (None: unknown, or measured before dcgan watched it)."""
 
     timings: tuple[Timing, ...]
     noise: float
     seconds: float
+    load: Load | None = None
+
+    @property
+    def provisional(self) -> bool:
+        """Whether other processes took so much CPU meanwhile (`Load.busy`) that the verdict must be taken again."""
+        return self.load is not None and self.load.busy
+
+    def better_than(self, other: Measurement) -> bool:
+        """Whether this may replace `other` in the cache: a quiet measurement always may, a provisional one only
+        another provisional one taken under no more load."""
+        share = self.load.share if self.load is not None else 1.0
+        return not self.provisional or (other.provisional and other.load is not None and share >= other.load.share)
 
     def timed(self, plans: Sequence[ExecutionPlan] | None = None) -> dict[ExecutionPlan, float]:
         """Seconds per step of the timed plans (of `plans` only, if given)."""
@@ -64,7 +78,9 @@ class Measurement:
         return all(p in considered for p in plans) and bool(self.timed(plans))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"timings": [t.to_dict() for t in self.timings], "noise": self.noise, "seconds": self.seconds}
+        load = self.load.to_dict() if self.load is not None else None
+        return {"timings": [t.to_dict() for t in self.timings], "noise": self.noise, "seconds": self.seconds,
+                "load": load}  # fmt: skip
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Measurement:
@@ -74,7 +90,8 @@ class Measurement:
             )
             for t in values["timings"]
         )
-        return cls(timings, float(values["noise"]), float(values["seconds"]))
+        load = Load.from_dict(values["load"]) if values.get("load") is not None else None
+        return cls(timings, float(values["noise"]), float(values["seconds"]), load)
 
 
 def _seconds(value: object) -> float | None:
@@ -118,6 +135,7 @@ def measure(
     prune: bool = True,
     stepper: Callable[[ExecutionPlan, ModelShape, torch.device], Stepper] | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    sampler: Callable[[], CpuTimes | None] = cpu_times,
 ) -> Measurement:
     """Time `plans` on a `shape` model: a first step each, the first plan of each precision first (a precision
     whose first plan is `PRUNE_RATIO` times slower is not timed further), then interleaved rounds of timed steps
@@ -128,9 +146,12 @@ def measure(
         prune: skip a precision whose first plan's warm-up step is far slower; False times every plan.
         stepper: builds a candidate's step (`plan_stepper`); tests give a fake one.
         clock: seconds, as `time.perf_counter`.
+        sampler: reads the CPU time of the machine and of this process (`dcgan.plan.load.cpu_times`), before and
+            after, for the load the measurement was made under.
     """
     make = stepper or plan_stepper
     begin = clock()
+    cpu_before = sampler()
     steps: dict[ExecutionPlan, Stepper] = {}
     first: dict[ExecutionPlan, float] = {}
     notes: dict[ExecutionPlan, str] = {}
@@ -185,7 +206,8 @@ def measure(
         Timing(plan, min(rounds[plan]) if plan in rounds else None, first.get(plan), notes.get(plan, ""))
         for plan in plans
     )
-    return Measurement(timings, noise, clock() - begin)
+    load = load_between(cpu_before, sampler(), plans[0].threads if plans else torch.get_num_threads())
+    return Measurement(timings, noise, clock() - begin, load)
 
 
 def measurement_steps(plans: Sequence[ExecutionPlan]) -> int:
