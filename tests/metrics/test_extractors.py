@@ -131,15 +131,22 @@ def test_missing_inception_weights_say_where_to_put_them(tmp_path: Path, monkeyp
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_inception_file_with_code_or_the_wrong_layout_is_refused(tmp_path: Path) -> None:
+    ran = tmp_path / "ran"
+
     class Payload:
         def __reduce__(self) -> tuple[object, ...]:
-            return (print, ("pwned",))
+            return (Path.touch, (ran,))
 
     evil = tmp_path / "evil.pth"
-    with open(evil, "wb") as f:
+    torch.save({"x": Payload()}, evil)  # torch's own format: only weights_only stands between it and the code
+    with pytest.raises(CheckpointError, match="Refusing"):
+        load_features(evil)
+    assert not ran.exists()
+    with open(evil, "wb") as f:  # a bare pickle is not a torch file at all
         pickle.dump({"x": Payload()}, f)
     with pytest.raises(CheckpointError, match=r"truncated or corrupt|Refusing"):
         load_features(evil)
+    assert not ran.exists()
     wrong = tmp_path / "wrong.pth"
     torch.save(LeNet().state_dict(), wrong)
     with pytest.raises(CheckpointError, match="does not fit the FID Inception"):
