@@ -1,13 +1,18 @@
-"""torchrun / DDP on CPU (gloo): ranks end with identical weights, and the checkpoint resumes in one process."""
+"""torchrun / DDP on CPU (gloo): ranks end with identical weights, two nodes end as one process would, a killed
+worker's group restarts and resumes bit for bit, a stalled rank is timed out, SIGTERM saves and says how to resume."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
-import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -87,33 +92,281 @@ def test_two_ranks_hold_identical_weights(tmp_path: Path, monkeypatch: pytest.Mo
     assert all(torch.equal(saved["generator"][k], r0["G"][k]) for k in r0["G"]), "rank 0 wrote the checkpoint"
 
 
-def test_sync_batchnorm_on_cpu_is_a_clear_error(tmp_path: Path) -> None:
-    from dcgan.errors import ConfigError
-    from dcgan.train import Trainer
+def _sync_bn_rank(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(
+        {"RANK": str(rank), "WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    )
+    torch.set_num_threads(1)
+    from dcgan import distributed
 
-    with pytest.raises(ConfigError, match="needs GPUs"):
-        Trainer(tiny_config(sync_batchnorm=True), tmp_path / "run", data=shapes_data(), progress=False, device="cpu")
+    distributed.setup(torch.device("cpu"))
+    x = torch.randn(8, 3, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    upstream = torch.randn_like(x, generator=torch.Generator().manual_seed(1))
+    norm = distributed.sync_batchnorm(torch.nn.Sequential(torch.nn.BatchNorm2d(3)), torch.device("cpu")).double()
+    with torch.no_grad():
+        norm[0].weight.uniform_(0.5, 1.5, generator=torch.Generator().manual_seed(2))
+    share = x[rank::world].clone().requires_grad_(True)
+    y = norm(share)
+    (y * upstream[rank::world]).sum().backward()
+    saved = {"y": y.detach(), "grad": share.grad, "weight_grad": norm[0].weight.grad, "state": norm.state_dict()}
+    torch.save(saved, Path(out) / f"rank{rank}.pt")
+    distributed.teardown(distributed.Dist(rank, world))
 
 
-@pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None, reason="no torchrun")
-def test_torchrun_cli_then_resume_in_one_process(tmp_path: Path) -> None:
+def test_sync_batchnorm_runs_on_cpu_as_one_batchnorm_over_the_global_batch(tmp_path: Path) -> None:
+    """--sync-batchnorm under gloo: each rank's output, input gradient and running statistics are those of one
+    batchnorm over all ranks' images; the weight gradients add up (DDP's all-reduce) to the full batch's."""
+    mp.start_processes(_sync_bn_rank, args=(2, _free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    x = torch.randn(8, 3, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    upstream = torch.randn_like(x, generator=torch.Generator().manual_seed(1))
+    norm = torch.nn.BatchNorm2d(3).double()
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5, generator=torch.Generator().manual_seed(2))
+    whole = x.clone().requires_grad_(True)
+    y = norm(whole)
+    (y * upstream).sum().backward()
+    assert whole.grad is not None and norm.weight.grad is not None
+    for r, got in enumerate(ranks):
+        torch.testing.assert_close(got["y"], y.detach()[r::2])
+        torch.testing.assert_close(got["grad"], whole.grad[r::2])
+        for key in ("running_mean", "running_var", "num_batches_tracked"):
+            torch.testing.assert_close(got["state"][f"0.{key}"], norm.state_dict()[key])
+    torch.testing.assert_close(ranks[0]["weight_grad"] + ranks[1]["weight_grad"], norm.weight.grad)
+
+
+TORCHRUN = Path(sys.executable).parent / "torchrun"
+needs_torchrun = pytest.mark.skipif(not TORCHRUN.exists(), reason="no torchrun beside this Python")
+#: torchrun on this machine, 2 processes; --max-restarts lets a killed worker's group start again.
+STANDALONE = [str(TORCHRUN), "--standalone", "--nproc_per_node", "2"]
+
+
+def _image_folder(path: Path, n: int = 64) -> Path:
     rng = np.random.default_rng(0)
-    data = tmp_path / "images"
-    data.mkdir()
-    for i in range(64):
-        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(data / f"{i}.png")
+    path.mkdir(parents=True)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(path / f"{i}.png")
+    return path
+
+
+def _train_flags(data: Path, out: Path, steps: int, *extra: str) -> list[str]:
+    """`dcgan train`'s arguments for a tiny run; the plan is pinned so that every run takes the same steps."""
+    return [
+        "train", "--data", str(data), "--out", str(out), "--image-size", "16", "--nz", "8", "--ngf", "8",
+        "--ndf", "8", "--batch-size", "16", "--steps", str(steps), "--precision", "fp32", "--no-gemm-conv",
+        "--no-channels-last", "--checkpoint-every", "2", "--log-every", "1", "--sample-every", "1000",
+        "--no-progress", *extra,
+    ]  # fmt: skip
+
+
+def _env(cache: Path) -> dict[str, str]:
+    return {**os.environ, "DCGAN_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
+
+
+def _weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """G's and D's tensors and both optimisers' moments, by name."""
+    out = {f"G.{k}": v for k, v in state["generator"].items()}
+    out.update({f"D.{k}": v for k, v in state["discriminator"].items()})
+    for name in ("opt_g", "opt_d"):
+        for pid, s in state.get(name, {"state": {}})["state"].items():
+            out.update({f"{name}.{pid}.{k}": v for k, v in s.items()})
+    return out
+
+
+@needs_torchrun
+def test_torchrun_cli_then_resume_in_one_process(tmp_path: Path) -> None:
+    data = _image_folder(tmp_path / "images")
     out = tmp_path / "run"
-    common = ["--data", str(data), "--out", str(out), "--image-size", "16", "--nz", "8", "--ngf", "8", "--ndf", "8",
-              "--batch-size", "16", "--precision", "fp32", "--no-progress", "--checkpoint-every", "2"]  # fmt: skip
-    env = {**os.environ, "DCGAN_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
-    torchrun = str(Path(sys.executable).parent / "torchrun")
-    subprocess.run(
-        [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "dcgan", "train", *common, "--steps", "4"],
-        check=True, env=env, capture_output=True, timeout=300,
-    )  # fmt: skip
+    env = _env(tmp_path / "cache")
+    subprocess.run([*STANDALONE, "-m", "dcgan", *_train_flags(data, out, 4)], check=True, env=env, capture_output=True)
     assert ckpt.load(out)["step"] == 4
     subprocess.run(
-        [sys.executable, "-m", "dcgan", "train", *common, "--steps", "8", "--resume"],
-        check=True, env=env, capture_output=True, timeout=300,
-    )  # fmt: skip
+        [sys.executable, "-m", "dcgan", *_train_flags(data, out, 8, "--resume")],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
     assert ckpt.load(out)["step"] == 8
+
+
+#: `dcgan train`, and each rank's final G and D kept in $DCGAN_TEST_WEIGHTS/rank<N>.pt for the test to compare.
+_KEEP_WEIGHTS = """
+import os, sys, torch
+from dcgan.cli import main
+from dcgan.train import Trainer
+fit = Trainer.fit
+def fit_and_keep(self, *args, **kwargs):
+    result = fit(self, *args, **kwargs)
+    kept = {"generator": self.G.state_dict(), "discriminator": self.D.state_dict()}
+    torch.save(kept, os.path.join(os.environ["DCGAN_TEST_WEIGHTS"], f"rank{self.dist.rank}.pt"))
+    return result
+Trainer.fit = fit_and_keep
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@needs_torchrun
+def test_two_nodes_under_torchrun_end_as_one_process_would(tmp_path: Path) -> None:
+    """Two torchrun launchers on loopback, each a node with its own working folder (its own disk): both ranks end
+    with the same weights, those of one process trained on the same global batch to float tolerance (with
+    --sync-batchnorm; each rank's sums run in another order), and only rank 0's node has a run folder."""
+    data = _image_folder(tmp_path / "images")  # the data is shared, like a network file system
+    script, weights = tmp_path / "keep_weights.py", tmp_path / "weights"
+    script.write_text(_KEEP_WEIGHTS)
+    weights.mkdir()
+    port = _free_port()
+    nodes = {}
+    for name in ("node-a", "node-b"):
+        (tmp_path / name).mkdir()
+        launcher = [str(TORCHRUN), "--nnodes", "2", "--nproc_per_node", "1", "--rdzv-backend", "c10d",
+                    "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "two-nodes"]  # fmt: skip
+        nodes[name] = subprocess.Popen(
+            [*launcher, str(script), *_train_flags(data, Path("run"), 4, "--sync-batchnorm")],
+            cwd=tmp_path / name, env={**_env(tmp_path / name / "cache"), "DCGAN_TEST_WEIGHTS": str(weights)},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+    for name, node in nodes.items():
+        _, err = node.communicate(timeout=1200)
+        assert node.returncode == 0, f"{name}: {err.decode()[-3000:]}"
+    written = [name for name in nodes if (tmp_path / name / "run").exists()]
+    assert len(written) == 1, "one node, rank 0's, has the run folder"
+    (other,) = set(nodes) - set(written)
+    assert [p.name for p in (tmp_path / other).iterdir()] == ["cache"], "rank 1 wrote nothing but its data cache"
+    run = tmp_path / written[0] / "run"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss_d" in r] == [1, 2, 3, 4], "each step logged once"
+
+    ranks = [_weights(torch.load(weights / f"rank{r}.pt", weights_only=True)) for r in (0, 1)]
+    assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0]), "the two nodes hold the same weights"
+    assert all(torch.equal(v, _weights(ckpt.load(run))[k]) for k, v in ranks[0].items()), "the checkpoint's"
+    single = tmp_path / "single"
+    cmd = [sys.executable, "-m", "dcgan", *_train_flags(data, single, 4)]
+    subprocess.run(cmd, check=True, env=_env(tmp_path / "cache"), capture_output=True)
+    alone = _weights(ckpt.load(single))
+    # An Adam step moves a weight by up to lr = 2e-4; the runs differ by float rounding, far less than that.
+    for key, value in ranks[0].items():
+        torch.testing.assert_close(value, alone[key], rtol=0, atol=2e-6, msg=lambda m, k=key: f"{k}: {m}")
+
+
+def _workers(launcher: int) -> list[int]:
+    """The pids of the `dcgan` processes torchrun `launcher` started."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == launcher and b"dcgan" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _newest_step(out: Path) -> int:
+    found = ckpt.list_checkpoints(out)
+    return int(found[-1].name[5:13]) if found else -1
+
+
+def _logged_step(out: Path) -> int:
+    """The newest step rank 0 has logged (a line being written is not counted)."""
+    steps = [0]
+    for line in (out / "metrics.jsonl").read_text().splitlines():
+        with contextlib.suppress(ValueError):
+            steps.append(int(json.loads(line).get("step", 0)))
+    return max(steps)
+
+
+def _wait_for_step(out: Path, proc: subprocess.Popen[bytes], after: int, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _newest_step(out) > after:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"training exited early: {proc.stderr.read().decode() if proc.stderr else ''}")
+        time.sleep(0.02)
+    raise AssertionError("no checkpoint appeared")
+
+
+@needs_torchrun
+def test_a_killed_worker_restarts_the_group_which_resumes_to_the_same_weights(tmp_path: Path) -> None:
+    """`kill -9` of one worker at a random moment: torchrun --max-restarts starts the group again with the same
+    command line, which resumes from the newest checkpoint by itself (`--resume` also starts a fresh run), loses
+    at most one checkpoint interval (2 steps) and ends bit for bit where a run never killed ends."""
+    data = _image_folder(tmp_path / "images")
+    # A restarted group must not share the launcher's store with the dead one (see docs/training.md).
+    env = {**_env(tmp_path / "cache"), "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+    launch = [*STANDALONE, "--max-restarts", "2", "-m", "dcgan"]
+    straight = subprocess.run(
+        [*launch, *_train_flags(data, tmp_path / "straight", 40, "--resume")], env=env, capture_output=True
+    )
+    assert straight.returncode == 0, straight.stderr.decode()[-3000:]
+    assert "No checkpoint in" in straight.stdout.decode(), "--resume on an empty folder starts a new run"
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([*launch, *_train_flags(data, out, 40, "--resume")], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    _wait_for_step(out, proc, after=0)
+    rng = np.random.default_rng()
+    time.sleep(float(rng.uniform(0, 0.2)))
+    workers = _workers(proc.pid)
+    assert len(workers) == 2, "both workers still run"
+    reached, newest = _logged_step(out), _newest_step(out)
+    os.kill(int(rng.choice(workers)), signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=1200)
+    assert proc.returncode == 0, stderr.decode()[-3000:]
+    resumed = [
+        int(line.split(" from step ")[1].split()[0]) for line in stdout.decode().splitlines() if "Resuming" in line
+    ]
+    assert len(resumed) == 1, "the launcher restarted the group once, and it resumed"
+    assert resumed[0] >= newest and reached - resumed[0] <= 2, f"killed at step {reached}, resumed at {resumed[0]}"
+    assert ckpt.load(out)["step"] == 40
+    killed, never = _weights(ckpt.load(out)), _weights(ckpt.load(tmp_path / "straight"))
+    assert killed.keys() == never.keys()
+    assert [k for k in killed if not torch.equal(killed[k], never[k])] == [], "bit for bit the run never killed"
+
+
+@needs_torchrun
+def test_sigterm_to_torchrun_saves_and_prints_the_resume_command(tmp_path: Path) -> None:
+    data = _image_folder(tmp_path / "images")
+    out = tmp_path / "run"
+    proc = subprocess.Popen([*STANDALONE, "-m", "dcgan", *_train_flags(data, out, 100_000)], env=_env(tmp_path / "cache"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    _wait_for_step(out, proc, after=0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    message = err.decode()
+    assert "Stopped by SIGTERM at step " in message, message[-3000:]
+    assert f"Resume with: dcgan train --out {out} --resume (under torchrun: the same torchrun command" in message
+    stopped_at = int(message.split("Stopped by SIGTERM at step ")[1].split()[0])
+    assert ckpt.load(out)["step"] == stopped_at, "the checkpoint holds the step the message names"
+
+
+#: `dcgan train` in which rank 1 hangs (alive, never answering) before its fourth step.
+_STALL = """
+import signal, sys, time
+from dcgan.cli import main
+from dcgan.train import Trainer
+step = Trainer.train_step
+def stalled(self, real, z):
+    if self.dist.rank == 1 and self.step == 3:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # so that the launcher can end it when the group stops
+        time.sleep(3600)
+    return step(self, real, z)
+Trainer.train_step = stalled
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@needs_torchrun
+def test_a_stalled_rank_is_detected_by_the_timeout(tmp_path: Path) -> None:
+    """A rank that hangs without dying: after --ddp-timeout seconds rank 0 stops with one sentence and the
+    launcher ends the group, instead of both waiting for ever; the last checkpoint stands."""
+    data = _image_folder(tmp_path / "images")
+    out = tmp_path / "run"
+    script = tmp_path / "stall.py"
+    script.write_text(_STALL)
+    cmd = [*STANDALONE, str(script), *_train_flags(data, out, 40, "--ddp-timeout", "10")]
+    done = subprocess.run(cmd, env=_env(tmp_path / "cache"), capture_output=True, timeout=300)
+    message = done.stderr.decode()
+    assert done.returncode != 0, message[-3000:]
+    assert "Rank 0 of 2 stopped: another process did not answer within --ddp-timeout 10 s" in message, message[-3000:]
+    assert ckpt.load(out)["step"] == 2

@@ -98,15 +98,17 @@ class Trainer:
         data: ImageData | None = None,
         device: str | torch.device | None = None,
         progress: bool = True,
+        ddp_timeout: float | None = None,
     ) -> None:
         config.validate()
         self.config, self.folder = config, runs.RunFolder(out)
         self.out = self.folder.root
-        self.dist, self.device = distributed.setup(torch.device(device) if device else None)
+        self.dist, self.device = distributed.setup(torch.device(device) if device else None, ddp_timeout)
         self.progress = progress and self.dist.is_main
         if config.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
-        state = newest_state(self.folder, config, resume=resume, talk=self.dist.is_main)
+        # Rank 0 reads the checkpoint and hands it over: the other ranks may be on nodes without the run folder.
+        state = distributed.from_main(lambda: newest_state(self.folder, config, resume=resume, talk=True), self.dist)
         resolve_precision(config.precision, self.device)  # a precision the device lacks fails before the data loads
         if self.device.type == "cpu":
             keep_freed_memory()
@@ -135,11 +137,9 @@ class Trainer:
         self.memory_format = self.plan.memory_format
         self.G.to(self.device).to(memory_format=self.memory_format)
         self.D.to(self.device).to(memory_format=self.memory_format)
-        if config.sync_batchnorm and self.device.type != "cuda":
-            raise ConfigError("--sync-batchnorm needs GPUs: PyTorch's SyncBatchNorm does not run on CPU processes.")
         if self.dist.enabled and config.sync_batchnorm:
-            self.G = nn.SyncBatchNorm.convert_sync_batchnorm(self.G)  # type: ignore[assignment]
-            self.D = nn.SyncBatchNorm.convert_sync_batchnorm(self.D)  # type: ignore[assignment]
+            self.G = distributed.sync_batchnorm(self.G, self.device)  # type: ignore[assignment]
+            self.D = distributed.sync_batchnorm(self.D, self.device)  # type: ignore[assignment]
         # An exponential moving average of G's weights: smoother samples, and what evaluation uses when on.
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False) if config.ema > 0 else None
         self.opt_g, self.opt_d = _adam(self.G.parameters(), config), _adam(self.D.parameters(), config)
@@ -148,7 +148,10 @@ class Trainer:
         self.fixed_z = sample_prior(NUM_FIXED, config.nz, config.prior, torch.Generator().manual_seed(config.seed + 2))
         self.step = 0
         self.best = BestCheckpoint(config, self.channels, self.folder.best)
-        self.rollback = NanRollback(self.folder, config.max_nan_retries, config.seed, warn=self.dist.is_main)
+        self.rollback = NanRollback(
+            self.folder, config.max_nan_retries, config.seed, warn=self.dist.is_main,
+            share=lambda read: distributed.from_main(read, self.dist),
+        )  # fmt: skip
         if state is not None:
             self._restore(state)
         self.g_train, self.d_train = self._wrap(self.G), self._wrap(self.D)
@@ -215,7 +218,9 @@ class Trainer:
         """What samples, evaluations and `load_generator` use: a copy of G (its EMA when on) in eval mode with
         batchnorm statistics re-estimated for its current weights. The training state is left untouched."""
         source = self.G_ema if self.G_ema is not None else self.G
-        return recalibrate_batchnorm(copy.deepcopy(source), self.config.prior, seed=self.config.seed + 3)
+        # Rank 0 alone runs this copy: its batchnorm layers must not wait for the other ranks.
+        own = distributed.local_batchnorm(copy.deepcopy(source))
+        return recalibrate_batchnorm(own, self.config.prior, seed=self.config.seed + 3)  # type: ignore[arg-type]
 
     def _share_batchnorm_statistics(self) -> None:
         # Running statistics drift apart between ranks (each normalises its own share), so rank 0's are given to
@@ -374,6 +379,7 @@ def train(
     data: ImageData | None = None,
     device: str | torch.device | None = None,
     progress: bool = True,
+    ddp_timeout: float | None = None,
 ) -> TrainResult:
     """Train a DCGAN as `config` describes, writing the run folder `out`; returns where it ended.
 
@@ -388,12 +394,17 @@ def train(
         data: images to train on instead of loading `config.data`.
         device: "cpu", "cuda" or a torch.device; defaults to the GPU when there is one.
         progress: show a progress bar.
+        ddp_timeout: under torchrun, seconds a rank waits for the others before it stops with `PeersLost`
+            (default torch's 30 minutes); keep it above the longest pause of rank 0 alone (samples, evaluation).
     """
-    trainer = Trainer(config, out, resume=resume, data=data, device=device, progress=progress)
-    try:
-        return trainer.fit()
-    finally:
-        distributed.teardown(trainer.dist)
+    with distributed.peers_answer(ddp_timeout, out):
+        trainer = Trainer(
+            config, out, resume=resume, data=data, device=device, progress=progress, ddp_timeout=ddp_timeout
+        )
+        try:
+            return trainer.fit()
+        finally:
+            distributed.teardown(trainer.dist)
 
 
 __all__ = [

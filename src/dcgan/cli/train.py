@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,8 @@ def register(sub: Any) -> None:
     p.add_argument("--out", type=Path, help="run folder (default runs/<preset or data name>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: the GPU if there is one)")
+    p.add_argument("--ddp-timeout", type=positive_float, metavar="SECONDS",
+                   help="under torchrun: how long a rank waits for a stalled one before stopping (default 1800)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--dry-run", action="store_true",
                    help="check the flags and data, time one step on random images, print the plan; write nothing")  # fmt: skip
@@ -131,7 +134,12 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(dry_run(config, out, resume=args.resume, device=args.device))
         return 0
-    result = train(config, out, resume=args.resume, device=args.device, progress=not args.no_progress)
+    result = train(
+        config, out, resume=args.resume, device=args.device, progress=not args.no_progress,
+        ddp_timeout=args.ddp_timeout,
+    )  # fmt: skip
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the run
+        return 0
     print(f"Done: {result.step} steps. Samples in {RunFolder(result.out).samples}, checkpoint {result.checkpoint}.")
     print(f"Draw samples with: dcgan sample {result.out} --n 64 --out {result.out / 'generated'}")
     return 0

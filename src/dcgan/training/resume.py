@@ -25,7 +25,7 @@ def newest_state(folder: RunFolder, config: TrainConfig, *, resume: bool, talk: 
         raise ConfigError(f"{folder.root} already holds a run; add --resume to continue it or pick another --out.")
     if not existing:
         if resume and talk:
-            print(f"No checkpoint in {folder.root}: starting a new run there.")
+            print(f"No checkpoint in {folder.root}: starting a new run there.", flush=True)
         return None
     for path in reversed(existing):
         try:
@@ -36,6 +36,8 @@ def newest_state(folder: RunFolder, config: TrainConfig, *, resume: bool, talk: 
             warnings.warn(f"{exc} Falling back to the previous checkpoint.", stacklevel=2)
             continue
         _check_fits(TrainConfig.from_dict(state["config"]), config, folder, talk)
+        if talk:
+            print(f"Resuming {folder.root} from step {state['step']} ({path.name}).", flush=True)
         return state
     return None
 

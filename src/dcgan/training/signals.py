@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -51,8 +52,12 @@ class GracefulStop:
     def interrupted(self, step: int, total: int, out: Path) -> Interrupted:
         """The error that ends the run once the checkpoint of `step` is saved."""
         signum = self.signum or signal.SIGINT
+        # Under torchrun the same launch command with --resume continues the run with all its processes.
+        launcher = (
+            " (under torchrun: the same torchrun command with --resume)" if "TORCHELASTIC_RUN_ID" in os.environ else ""
+        )
         return Interrupted(
             f"Stopped by {signal.Signals(signum).name} at step {step} of {total}; a checkpoint is saved. "
-            f"Resume with: dcgan train --out {out} --resume",
+            f"Resume with: dcgan train --out {out} --resume{launcher}",
             signum,
         )
