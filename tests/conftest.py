@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from dcgan import checkpoint as ckpt
 from dcgan.config import build_config
 from dcgan.data import ImageData
 
@@ -86,3 +87,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatu
             red=True,
             bold=True,
         )
+
+
+def checkpoint_weights(run: Path) -> dict[str, torch.Tensor]:
+    """G's and D's state dicts and both optimisers' states from the run's newest checkpoint, by name."""
+    state = ckpt.load(run)
+    out = {f"G.{k}": v for k, v in state["generator"].items()}
+    out.update({f"D.{k}": v for k, v in state["discriminator"].items()})
+    for name in ("opt_g", "opt_d"):
+        for pid, s in state[name]["state"].items():
+            out.update({f"{name}.{pid}.{k}": v for k, v in s.items()})
+    return out

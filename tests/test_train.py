@@ -22,21 +22,11 @@ from dcgan.errors import CheckpointError, ConfigError
 from dcgan.gemm_conv import use_gemm_conv
 from dcgan.run import resume_config
 from dcgan.train import NumericalFault, Trainer, dry_run, train
-from tests.conftest import shapes_data, tiny_config, train_tiny
-
-
-def _weights(run: Path) -> dict[str, torch.Tensor]:
-    state = ckpt.load(run)
-    out = {f"G.{k}": v for k, v in state["generator"].items()}
-    out.update({f"D.{k}": v for k, v in state["discriminator"].items()})
-    for name in ("opt_g", "opt_d"):
-        for pid, s in state[name]["state"].items():
-            out.update({f"{name}.{pid}.{k}": v for k, v in s.items()})
-    return out
+from tests.conftest import checkpoint_weights, shapes_data, tiny_config, train_tiny
 
 
 def _assert_bitwise_equal(a: Path, b: Path) -> None:
-    wa, wb = _weights(a), _weights(b)
+    wa, wb = checkpoint_weights(a), checkpoint_weights(b)
     assert wa.keys() == wb.keys()
     different = [k for k in wa if not torch.equal(wa[k], wb[k])]
     assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
@@ -273,7 +263,7 @@ def test_eval_every_with_a_real_extractor(tmp_path: Path) -> None:
 
 
 def _assert_close_weights(a: Path, b: Path, tol: float) -> None:
-    wa, wb = _weights(a), _weights(b)
+    wa, wb = checkpoint_weights(a), checkpoint_weights(b)
     assert wa.keys() == wb.keys()
     for key in wa:
         torch.testing.assert_close(wb[key], wa[key], rtol=tol, atol=tol, msg=lambda m, k=key: f"{k}: {m}")

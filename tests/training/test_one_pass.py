@@ -12,11 +12,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dcgan import checkpoint as ckpt
 from dcgan.gemm_conv import use_gemm_conv
 from dcgan.models import Discriminator
 from dcgan.train import Trainer
-from tests.conftest import shapes_data, tiny_config, train_tiny
+from tests.conftest import checkpoint_weights, shapes_data, tiny_config, train_tiny
 
 TOL = 1e-5
 LAYOUTS = {"channels_last": torch.channels_last, "nchw": torch.contiguous_format}
@@ -118,18 +117,7 @@ def test_training_in_one_pass_reaches_the_two_pass_weights(tmp_path: Path, monke
     train_tiny(tmp_path / "two", steps=6, image_size=32)
     monkeypatch.setattr(Trainer, "one_pass_d", True)
     train_tiny(tmp_path / "one", steps=6, image_size=32)
-    one, two = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    one, two = checkpoint_weights(tmp_path / "one"), checkpoint_weights(tmp_path / "two")
     assert one.keys() == two.keys()
     for key in two:
         torch.testing.assert_close(one[key], two[key], rtol=1e-4, atol=1e-4, msg=lambda m, k=key: f"{k}: {m}")
-
-
-def _weights(run: Path) -> dict[str, torch.Tensor]:
-    """G's and D's state dicts and both optimisers' states from the run's newest checkpoint, by name."""
-    state = ckpt.load(run)
-    out = {f"G.{k}": v for k, v in state["generator"].items()}
-    out.update({f"D.{k}": v for k, v in state["discriminator"].items()})
-    for name in ("opt_g", "opt_d"):
-        for pid, s in state[name]["state"].items():
-            out.update({f"{name}.{pid}.{k}": v for k, v in s.items()})
-    return out
