@@ -11,7 +11,15 @@ from torch import nn
 
 from dcgan.checkpoint import list_checkpoints, load_discriminator
 from dcgan.data import ImageData
-from dcgan.models import Discriminator, Generator, num_stages, sample_prior
+from dcgan.errors import ConfigError
+from dcgan.models import (
+    ConditionalBatchNorm2d,
+    Discriminator,
+    Generator,
+    num_stages,
+    resolve_class,
+    sample_prior,
+)
 from dcgan.train import train
 from tests.conftest import shapes_data, tiny_config
 
@@ -107,3 +115,127 @@ def test_priors(prior: str) -> None:
         assert z.min() >= -1 and z.max() <= 1 and z.std().item() == pytest.approx(3**-0.5, rel=0.02)
     else:
         assert z.std().item() == pytest.approx(1.0, rel=0.02)
+
+
+# ------------------------------------------------------------------------------------------ class-conditional
+CONDITIONINGS = ["concat", "cbn", "projection"]
+
+
+def _norm_kind(layer: nn.Module) -> type:
+    return ConditionalBatchNorm2d if isinstance(layer, ConditionalBatchNorm2d) else _kinds([layer])[0]
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("conditioning", CONDITIONINGS)
+def test_conditional_shapes_and_guidelines(size: int, conditioning: str) -> None:
+    """Conditional G and D keep every guideline: no fully connected hidden layer or pooling, batchnorm (plain or
+    class-conditional) everywhere but G's output and D's input, ReLU/Tanh in G, LeakyReLU(0.2) in D."""
+    g = Generator(size, 3, nz=16, ngf=2, num_classes=5, conditioning=conditioning)
+    d = Discriminator(size, 3, ndf=2, num_classes=5, conditioning=conditioning)
+    labels = torch.tensor([0, 4])
+    images = g(sample_prior(2, 16, "uniform"), labels)
+    assert images.shape == (2, 3, size, size) and images.min() >= -1 and images.max() <= 1
+    assert d(images, labels).shape == (2,)
+    for model in (g, d):
+        mods = _modules(model)
+        assert not any(isinstance(m, (nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)) for m in mods)
+    norm = ConditionalBatchNorm2d if conditioning in ("cbn", "projection") else nn.BatchNorm2d
+    for block in g.blocks[:-1]:
+        assert [type(block[0]).__mro__[1], _norm_kind(block[1]), type(block[2])] == [nn.ConvTranspose2d, norm, nn.ReLU]
+    assert _kinds(g.blocks[-1]) == [nn.ConvTranspose2d, nn.Tanh]
+    assert _kinds(d.blocks[0]) == [nn.Conv2d, nn.LeakyReLU], "no batchnorm on D's input layer"
+    for block in d.blocks[1:]:
+        assert _kinds(block) == [nn.Conv2d, nn.BatchNorm2d, nn.LeakyReLU]
+    assert [f.shape[-1] for f in d.features(images, None if conditioning == "projection" else labels)][-1] == 4
+
+
+def _class_grads(model: nn.Module, conditioning: str, what: str) -> torch.Tensor:
+    """The gradient of the label weights, one row per class."""
+    if conditioning == "projection" and what == "d":
+        return model.embed.weight.grad
+    if conditioning in ("cbn", "projection") and what == "g":
+        return torch.cat([m.embed.weight.grad for m in model.modules() if isinstance(m, ConditionalBatchNorm2d)], 1)
+    grad = model.blocks[0][0].weight.grad
+    return grad[16:].flatten(1) if what == "g" else grad[:, 3:].transpose(0, 1).flatten(1)
+
+
+@pytest.mark.parametrize("conditioning", CONDITIONINGS)
+def test_gradient_reaches_the_label_weights_of_the_classes_used(conditioning: str) -> None:
+    """Training can learn what each class looks like: the weights only a label reaches get a gradient for the
+    classes in the batch, and none for the others."""
+    torch.manual_seed(0)
+    g = Generator(16, 3, nz=16, ngf=4, num_classes=4, conditioning=conditioning)
+    d = Discriminator(16, 3, ndf=4, num_classes=4, conditioning=conditioning)
+    labels = torch.tensor([1, 3, 1, 3])
+    d(g(sample_prior(4, 16, "uniform"), labels), labels).square().sum().backward()
+    for model, what in ((g, "g"), (d, "d")):
+        grads = _class_grads(model, conditioning, what)
+        assert grads.shape[0] == 4
+        assert grads[[1, 3]].abs().sum(1).min() > 0, f"{what}: the classes used get a gradient"
+        assert grads[[0, 2]].abs().sum() == 0, f"{what}: the classes not used get none"
+
+
+@pytest.mark.parametrize("conditioning", CONDITIONINGS)
+def test_the_label_changes_the_image_and_the_logit(conditioning: str) -> None:
+    torch.manual_seed(0)
+    g = Generator(16, 1, nz=16, ngf=8, num_classes=3, conditioning=conditioning)
+    d = Discriminator(16, 1, ndf=8, num_classes=3, conditioning=conditioning).eval()
+    z = sample_prior(1, 16, "uniform").expand(6, -1)
+    images = g(z, torch.arange(6) % 3)  # two of each class, so batchnorm's statistics are not the same per image
+    assert torch.equal(images[:3], images[3:]), "same z, same class: the same image"
+    change = [(images[i] - images[i + 1]).abs().max() / images.std() for i in (0, 1)]
+    assert min(change) > 0.01, "the same z drawn as another class is another image"
+    same = images[:1].expand(3, -1, -1, -1)
+    logits = d(same, torch.arange(3))
+    assert logits.unique().numel() == 3, "D judges the same image differently as each class"
+
+
+@pytest.mark.parametrize("conditioning", CONDITIONINGS)
+def test_conditional_parts_equal_separate_calls(conditioning: str) -> None:
+    """One-pass D (real and fake halves through D at once) still equals two calls with labels."""
+    torch.manual_seed(0)
+    one = Discriminator(16, 1, ndf=4, num_classes=3, conditioning=conditioning)
+    two = Discriminator(16, 1, ndf=4, num_classes=3, conditioning=conditioning)
+    two.load_state_dict(one.state_dict())
+    x, y = torch.randn(8, 1, 16, 16), torch.tensor([0, 1, 2, 0, 1, 2, 2, 2])
+    joined = one(x, y, parts=2)
+    separate = torch.cat([two(x[:4], y[:4]), two(x[4:], y[4:])])
+    torch.testing.assert_close(joined, separate, rtol=1e-5, atol=1e-6)
+
+
+def test_labels_are_required_by_conditional_models_and_refused_by_unconditional_ones() -> None:
+    g, d = Generator(16, 1, nz=8, ngf=4, num_classes=3, conditioning="cbn"), Discriminator(16, 1, ndf=4)
+    z, y = sample_prior(2, 8, "uniform"), torch.tensor([0, 1])
+    with pytest.raises(ValueError, match="class-conditional: give labels"):
+        g(z)
+    with pytest.raises(ValueError, match="unconditional: it takes no labels"):
+        d(torch.zeros(2, 1, 16, 16), y)
+    with pytest.raises(ValueError, match=r"shape \(2,\)"):
+        g(z, torch.tensor([0]))
+    with pytest.raises(ValueError, match="conditioning must be one of"):
+        Generator(16, 1, num_classes=3, conditioning="film")
+
+
+def test_unconditional_models_have_no_conditioning_modules() -> None:
+    """num_classes=0 builds exactly the paper's modules: old checkpoints keep loading into it."""
+    g, d = Generator(32, 3, nz=100, ngf=8), Discriminator(32, 3, ndf=8)
+    assert (g.num_classes, g.conditioning, g.classes) == (0, "none", ())
+    for model in (g, d):
+        assert not any(isinstance(m, (nn.Embedding, ConditionalBatchNorm2d)) for m in model.modules())
+    assert g.blocks[0][0].in_channels == 100 and d.blocks[0][0].in_channels == 3
+    assert all("embed" not in name for name in [*g.state_dict(), *d.state_dict()])
+
+
+def test_resolve_class() -> None:
+    g = Generator(16, 1, nz=8, ngf=4, num_classes=3, conditioning="projection")
+    assert g.classes == ("0", "1", "2") and resolve_class(g, 2) == 2 and resolve_class(g, "1") == 1
+    g.classes = ("T-shirt", "Sandal", "sandal-like")
+    assert resolve_class(g, "Sandal") == 1 and resolve_class(g, "t-shirt") == 0 and resolve_class(g, "2") == 2
+    with pytest.raises(ConfigError, match=r"Unknown class 'boot'.*0 \(T-shirt\), 1 \(Sandal\)"):
+        resolve_class(g, "boot")
+    with pytest.raises(ConfigError, match="Class id 3 is out of range"):
+        resolve_class(g, 3)
+    with pytest.raises(ConfigError, match="Class id -1 is out of range"):
+        resolve_class(g, "-1")
+    with pytest.raises(ConfigError, match="unconditional"):
+        resolve_class(Generator(16, 1, nz=8, ngf=4), 0)

@@ -15,6 +15,8 @@ from typing import Any
 from dcgan.errors import ConfigError
 
 PRIORS = ("uniform", "normal")
+#: How a class-conditional G and D take the label (`dcgan.models`); "none" is an unconditional model.
+CONDITIONINGS = ("none", "concat", "cbn", "projection")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: The metrics `--eval-every` can track: those with one number to pick the best checkpoint by (`dcgan.metrics`).
 EVAL_METRICS = ("fid", "kid", "is")
