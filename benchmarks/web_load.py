@@ -195,6 +195,7 @@ class Outcomes:
     sent: int = 0
     ok_ms: list[float] = field(default_factory=list)
     busy_ms: list[float] = field(default_factory=list)
+    busy_server_ms: list[float] = field(default_factory=list)  # the 503s' time inside the server (Server-Timing)
     other: dict[str, int] = field(default_factory=dict)
 
     def add_other(self, what: str) -> None:
@@ -207,6 +208,14 @@ def well_formed_503(response: Any) -> bool:
         return retry >= 1 and isinstance(response.json().get("error"), str)
     except ValueError:
         return False
+
+
+def server_timing_ms(response: Any) -> float | None:
+    """The `app;dur=MS` the server put in its Server-Timing header: its own time for the request."""
+    for part in response.headers.get("server-timing", "").split(";"):
+        if part.strip().startswith("dur="):
+            return float(part.strip()[4:])
+    return None
 
 
 async def drive(url: str, clients: int, seconds: float, max_requests: int, mix: list[str],
@@ -240,6 +249,9 @@ async def drive(url: str, clients: int, seconds: float, max_requests: int, mix: 
                     out.ok_ms.append(ms)
                 elif response.status_code == 503 and well_formed_503(response):
                     out.busy_ms.append(ms)
+                    server_ms = server_timing_ms(response)
+                    if server_ms is not None:
+                        out.busy_server_ms.append(server_ms)
                 else:
                     out.add_other(str(response.status_code))
 
@@ -282,15 +294,16 @@ def row(clients: int, kind: str, out: Outcomes, seconds: float, rss: str = "") -
     cells = [
         f"{clients:>7}", f"{kind:<12}", f"{out.sent:>6}", f"{len(ok) / seconds:6.1f}",
         *(ms(percentile(ok, q), 7) for q in (50, 95, 99)),
-        f"{len(ok):>6}", f"{len(out.busy_ms):>6}", f"{other:>5}", ms(percentile(out.busy_ms, 99), 10), f"{rss:>7}",
+        f"{len(ok):>6}", f"{len(out.busy_ms):>6}", f"{other:>5}", ms(percentile(out.busy_ms, 99), 10),
+        ms(percentile(out.busy_server_ms, 99), 13), f"{rss:>7}",
     ]  # fmt: skip
     note = f" ({', '.join(f'{k}: {v}' for k, v in sorted(out.other.items()))})" if other else ""
     return "| " + " | ".join(cells) + " |" + note
 
 
 HEADER = (
-    "| clients | request      |   sent |   ok/s |  p50 ms |  p95 ms |  p99 ms |    200 |    503 | other | 503 p99 ms | RSS MiB |\n"
-    "|--------:|--------------|-------:|-------:|--------:|--------:|--------:|-------:|-------:|------:|-----------:|--------:|"
+    "| clients | request      |   sent |   ok/s |  p50 ms |  p95 ms |  p99 ms |    200 |    503 | other | 503 p99 ms | 503 server ms | RSS MiB |\n"
+    "|--------:|--------------|-------:|-------:|--------:|--------:|--------:|-------:|-------:|------:|-----------:|--------------:|--------:|"
 )
 
 
@@ -344,7 +357,9 @@ def main() -> None:
             print(HEADER)
             failures, info_p99 = 0, {}
             context = multiprocessing.get_context("spawn")
+            level_rss: dict[int, tuple[float, float]] = {}
             for clients in levels:
+                before = rss_mib(server.process.pid)
                 stop, results = context.Event(), context.Queue()
                 prober = context.Process(target=probe, args=(server.url, stop, results), daemon=True)
                 prober.start()
@@ -363,6 +378,7 @@ def main() -> None:
                 failures += probe_failures
                 info_p99[clients] = percentile(probe_ms, 99)
                 server.wait_idle()
+                level_rss[clients] = (before, rss_mib(server.process.pid))
             end_rss = rss_mib(server.process.pid)
             watch.stopped.set()
         finally:
@@ -370,6 +386,9 @@ def main() -> None:
     growth = (end_rss - start_rss) / start_rss * 100
     print(f"\nserver RSS: {start_rss:.0f} MiB after warm-up, {max(watch.peak, end_rss):.0f} MiB peak, "
           f"{end_rss:.0f} MiB at the end ({growth:+.1f}%)")  # fmt: skip
+    for clients, (before, after) in level_rss.items():
+        print(f"server RSS during the {clients}-client level: {before:.0f} -> {after:.0f} MiB "
+              f"({(after - before) / before * 100:+.1f}%)")  # fmt: skip
     print(f"answers other than 200 or a well-formed 503: {failures}")
     print("info probe p99: " + ", ".join(f"{ms:.0f} ms at {c} clients" for c, ms in info_p99.items()))
 

@@ -82,6 +82,8 @@ def test_a_full_queue_is_answered_503_with_retry_after_at_once(explorer: Explore
                     full = quick(pool, lambda: client.post(path, json=body))
                     refused(full, 503, "busy", "1 request running, 1 waiting", "try again in")
                     assert int(full.headers["retry-after"]) >= 1
+                    # Server-Timing: the server's own time, which benchmarks/web_load.py tells from its clients'
+                    assert float(full.headers["server-timing"].split("dur=")[1]) < 1000
                     assert full.json()["error"].count(". ") == 0 and full.json()["error"].endswith(".")
                 info = quick(pool, lambda: client.get("/api/info"))
                 assert info.json()["load"]["generate"] == {"workers": 1, "queue": 1, "running": 1, "waiting": 1}
