@@ -92,6 +92,24 @@ def test_a_full_queue_is_answered_503_with_retry_after_at_once(explorer: Explore
         assert sheet(4).status_code == 200
 
 
+def test_a_full_lane_refuses_an_upload_before_reading_it(explorer: Explorer) -> None:
+    with serving(explorer, project_queue=0) as client:
+        upload = lambda kind: client.post(
+            "/api/project", files={"file": ("x.png", png_bytes(), kind)}, data={"steps": "2", "restarts": "1"}
+        )
+        with ThreadPoolExecutor(2) as pool:
+            with g_held(explorer):
+                first = pool.submit(upload, "image/png")
+                wait_until(lane_is(client, "project", 1, 0), "the first projection runs")
+                # A text upload would be refused 415 once parsed: a 503 shows the lane was checked before that.
+                full = quick(pool, lambda: upload("text/plain"))
+                refused(full, 503, "busy", "1 projection running, 0 waiting", "try again in")
+                assert int(full.headers["retry-after"]) >= 1
+            assert first.result(timeout=30).status_code == 200
+        wait_until(lane_is(client, "project", 0, 0), "the lane is empty again")
+        assert upload("text/plain").status_code == 415
+
+
 def test_info_and_the_page_are_answered_while_every_worker_waits_for_g(explorer: Explorer) -> None:
     with serving(explorer, workers=2, queue=3) as client:
         z = [[0.1] * explorer.generator.nz]

@@ -150,6 +150,11 @@ class Lane:
     def waiting(self) -> int:
         return self.accepted - self.running
 
+    @property
+    def full(self) -> bool:
+        """Whether one more request would be refused now (a glance: `run` decides under the lock)."""
+        return self.accepted >= self.workers + self.queue
+
     def state(self) -> dict[str, int]:
         with self._counts:
             return {"workers": self.workers, "queue": self.queue, "running": self.running, "waiting": self.waiting}

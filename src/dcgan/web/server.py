@@ -136,6 +136,7 @@ def create_app(explorer: Explorer, *, local_only: bool = False, limits: ServerLi
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Any) -> Response:
+        start = time.perf_counter()
         if local_only and not is_local(host_name(request.headers.get("host", ""))):
             return error(421, "This server answers only requests addressed to 127.0.0.1 or localhost.")
         if request.method == "POST":
@@ -144,12 +145,12 @@ def create_app(explorer: Explorer, *, local_only: bool = False, limits: ServerLi
                 return error(411, "Send the request with a Content-Length header.")
             if int(length) > MAX_BODY_BYTES:
                 return error(413, f"The request is {int(length) / 2**20:.1f} MB; the limit is 5 MB.")
-        start = time.perf_counter()
-        response: Response = await call_next(request)
-        # The time inside the server (a wait in a lane's queue included), so a load test can tell it from the
-        # time its own clients and the network add (the Server-Timing header; browsers' dev tools show it too).
-        response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - start) * 1000:.1f}"
-        return response
+            # Every POST runs on a lane: refuse it now if that lane is full, before its body is read and
+            # parsed (an image upload's multipart parsing took seconds under load, only to be refused).
+            lane = lanes["project" if request.url.path == "/api/project" else "generate"]
+            if lane.full:
+                return timed(busy(lane.overloaded()), start)
+        return timed(await call_next(request), start)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -165,9 +166,7 @@ def create_app(explorer: Explorer, *, local_only: bool = False, limits: ServerLi
 
     @app.exception_handler(Overloaded)
     async def overloaded(request: Request, exc: Overloaded) -> JSONResponse:
-        response = error(503, str(exc))
-        response.headers["Retry-After"] = str(exc.retry_after_s)
-        return response
+        return busy(exc)
 
     @app.exception_handler(TimeLimitExceeded)
     async def too_slow(request: Request, exc: TimeLimitExceeded) -> JSONResponse:
@@ -243,6 +242,21 @@ def json_bytes(answer: Any) -> bytes:
 
 def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
+
+
+def timed(response: Response, start: float) -> Response:
+    """`response` with the time since `start` inside the server (a wait in a lane's queue included) in its
+    Server-Timing header, so a load test can tell it from what its clients and the network add (browsers' dev tools
+    show it too)."""
+    response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - start) * 1000:.1f}"
+    return response
+
+
+def busy(exc: Overloaded) -> JSONResponse:
+    """503 with Retry-After: the server is at its limits for now."""
+    response = error(503, str(exc))
+    response.headers["Retry-After"] = str(exc.retry_after_s)
+    return response
 
 
 def describe(problem: Any) -> str:
