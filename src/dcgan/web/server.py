@@ -145,10 +145,13 @@ def create_app(explorer: Explorer, *, local_only: bool = False, limits: ServerLi
                 return error(411, "Send the request with a Content-Length header.")
             if int(length) > MAX_BODY_BYTES:
                 return error(413, f"The request is {int(length) / 2**20:.1f} MB; the limit is 5 MB.")
-            # Every POST runs on a lane: refuse it now if that lane is full, before its body is read and
-            # parsed (an image upload's multipart parsing took seconds under load, only to be refused).
+            # Every POST runs on a lane: refuse it now if that lane is full, before its body is parsed (an image
+            # upload's multipart parsing took seconds under load, only to be refused). The body is still read
+            # off the connection, unparsed: answered without it, the connection would close under a client
+            # that keeps it alive for its next request (a ReadError there in benchmarks/web_load.py).
             lane = lanes["project" if request.url.path == "/api/project" else "generate"]
             if lane.full:
+                await request.body()
                 return timed(busy(lane.overloaded()), start)
         return timed(await call_next(request), start)
 
