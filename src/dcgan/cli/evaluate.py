@@ -35,15 +35,18 @@ def register(sub: Any) -> None:
         "images), kid (unbiased kernel distance), is (Inception Score, on the extractor's classes), pr (improved "
         "precision and recall, k=3), classes (a domain classifier's mean top-class probability and the entropy of "
         "its mean class distribution), coverage (with a classifier fitted on labelled groups, e.g. "
-        "cnn-utkface64-gender: each group's share among the samples over its share among the reference images). "
+        "cnn-utkface64-gender: each group's share among the samples over its share among the reference images); "
+        "for a class-conditional generator, whose samples are drawn evenly over its classes, also intrafid (FID "
+        "per class against the real images of that class, averaged) and recognised (the share of samples the "
+        "classifier reads as the class they were drawn with; its accuracy on real test images is the ceiling). "
         "Values are named with the sample count (fid10k). Reference features are cached per data set, split and "
         "extractor.",
     )
     _common(p)
     p.add_argument(
         "--metrics",
-        default="fid,kid,is,pr",
-        help="comma-separated: fid, kid, is, pr, classes, coverage (default: fid,kid,is,pr)",
+        help="comma-separated: fid, kid, is, pr, classes, coverage, intrafid, recognised (default: fid,kid,is,pr; "
+        "a conditional generator adds intrafid and recognised where the reference and extractor allow them)",
     )
     p.add_argument("--n", type=positive_int, default=10_000, help="generated samples (default 10000)")
     p.add_argument("--split", choices=("train", "test"), default="train", help="reference split (default train)")
@@ -89,7 +92,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     )  # fmt: skip
     ema = run.has_ema and not args.no_ema
     result.info.update({"checkpoint": str(run.path), "step": run.step, "ema": ema})
-    print(f"{run.path} (step {run.step}{', EMA generator' if ema else ''}), {args.n:,} samples, seed {args.seed}")
+    drawn = f"{args.n:,} samples"
+    if generator.num_classes:
+        each, extra = divmod(args.n, generator.num_classes)
+        drawn += f" ({each:,}{f' or {each + 1:,}' if extra else ''} of each of {generator.num_classes} classes)"
+    print(f"{run.path} (step {run.step}{', EMA generator' if ema else ''}), {drawn}, seed {args.seed}")
     print(result.table())
     if args.json:
         result.write_json(args.json)

@@ -5,6 +5,8 @@
 - Feature extractors: the FID Inception (`inception`), or domain classifiers fitted by `fit` (`dcgan extractor
   fit`), looked up by name (`lenet-fashion-mnist`) or path with `load_features`.
 - `memorisation_check`: nearest training images of generated samples.
+- For a class-conditional generator: `per_class_fid` (`intrafid`) and `recognised_classes` (`recognised`: how
+  often a classifier reads the class that was asked for).
 
 Each metric lives in its own module and registers itself by name in `METRICS` when imported (below).
 """
@@ -17,9 +19,11 @@ from dcgan.metrics.fid import FrechetDistance, frechet_distance
 from dcgan.metrics.fit import fit, fit_extractor
 from dcgan.metrics.inception import fid_inception_v3, load_inception
 from dcgan.metrics.inception_score import inception_score
+from dcgan.metrics.intra_fid import per_class_fid
 from dcgan.metrics.kid import kernel_inception_distance
 from dcgan.metrics.nearest import memorisation_check, nearest_neighbours, write_memorisation_check
 from dcgan.metrics.precision_recall import precision_recall
+from dcgan.metrics.recognised import recognised_classes
 from dcgan.metrics.reference import Reference, reference_features
 from dcgan.metrics.registry import METRICS, Metric, parse_metrics
 from dcgan.metrics.training import TrainingEvaluator
@@ -50,7 +54,9 @@ __all__ = [
     "memorisation_check",
     "nearest_neighbours",
     "parse_metrics",
+    "per_class_fid",
     "precision_recall",
+    "recognised_classes",
     "reference_features",
     "save_extractor",
     "score",

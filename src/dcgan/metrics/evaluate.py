@@ -3,6 +3,10 @@
 One pass of the extractor over the generated images feeds every metric; the real side comes from
 `reference_features` (cached). Values are named with the sample count (`fid10k`) and reported together with
 the reference split and the extractor, so a figure always says what it was measured against.
+
+A class-conditional generator is sampled evenly over its classes (sample i is drawn with class i mod K), and two
+metrics read the classes: `intrafid` (FID per class against the real images of that class) and `recognised`
+(how often a classifier reads the class that was asked for, its accuracy on real test images the ceiling).
 """
 
 from __future__ import annotations
@@ -14,16 +18,19 @@ from typing import Any
 
 import torch
 
+from dcgan.conditional import ClassGenerator
 from dcgan.data import ImageData
 from dcgan.errors import ConfigError
-from dcgan.metrics.extractors import load_features
+from dcgan.metrics.extractors import class_names, load_features
 from dcgan.metrics.feature_extractor import FeatureExtractor, Features
-from dcgan.metrics.reference import Reference, reference_features
+from dcgan.metrics.reference import Reference, class_index, reference_features
 from dcgan.metrics.registry import Metric, MetricInputs, parse_metrics, value_name
 from dcgan.models import Generator
 from dcgan.sample import generate, latents, to_uint8
 
 DEFAULT_METRICS = "fid,kid,is,pr"
+#: What a class-conditional generator adds to the defaults, where the reference and the extractor allow them.
+CONDITIONAL_METRICS = ("intrafid", "recognised")
 
 
 @dataclass
@@ -75,6 +82,12 @@ class Evaluation:
         for name, detail in self.details.items():
             if name.startswith("coverage"):
                 lines += ["", *coverage_table(name, detail)]
+            elif name.startswith("intrafid"):
+                lines += ["", *intrafid_table(name, detail)]
+            elif name.startswith("recognised"):
+                lines += ["", *recognised_table(name, detail, self.features)]
+        for note in self.info.get("skipped", []):
+            lines.append(f"not measured: {note}")
         return "\n".join(lines)
 
 
@@ -97,6 +110,59 @@ def coverage_table(name: str, detail: dict[str, Any]) -> list[str]:
     return lines
 
 
+def intrafid_table(name: str, detail: dict[str, Any]) -> list[str]:
+    """Per-class FID: each class's samples against the real images of that class."""
+    width = max(len("class"), *(len(row["name"]) for row in detail["classes"]))
+    lines = [
+        f"{name}: FID of each class's samples against the {detail['reference']} images of that class (mean above)",
+        f"  {'class':<{width}}  {'fid':>10}  {'samples':>8}  {'real':>7}",
+    ]
+    for row in detail["classes"]:
+        lines.append(f"  {row['name']:<{width}}  {row['fid']:>10.4f}  {row['samples']:>8,}  {row['reference']:>7,}")
+    return lines
+
+
+def recognised_table(name: str, detail: dict[str, Any], features: dict[str, Any]) -> list[str]:
+    """Per-class recognition: how often each requested class is read as itself, against the real images'."""
+    accuracy = features.get("test_accuracy")
+    measured_on = features.get("measured_on", "test split")
+    ceiling = f"{float(accuracy):.2%} of real images ({measured_on})" if accuracy else "not recorded"
+    width = max(len("class"), *(len(row["name"]) for row in detail["classes"]))
+    real = detail.get("real") is not None
+    lines = [
+        f"{name}: share of samples {features['name']} reads as the class they were drawn with; "
+        f"ceiling: it reads {ceiling} right",
+        f"  {'class':<{width}}  {'samples':>8}  {'recognised':>10}"
+        + (f"  {'real':>7}" if real else "") + "  most often mistaken for",
+    ]  # fmt: skip
+    for row in detail["classes"]:
+        share = f"{row['recognised']:>10.1%}" if row["recognised"] is not None else f"{'-':>10}"
+        line = f"  {row['name']:<{width}}  {row['samples']:>8,}  {share}"
+        if real:
+            line += f"  {row['real']:>7.1%}" if row.get("real") is not None else f"  {'-':>7}"
+        if "mistaken_for" in row:
+            line += f"  {row['mistaken_for']} ({row['mistaken_share']:.1%})"
+        lines.append(line.rstrip())
+    if real:
+        lines.append(
+            f"  real: the classifier's accuracy on the {detail['reference']} images ({detail['real']:.2%} overall)"
+        )
+    return lines
+
+
+def requested_classes(n: int, num_classes: int) -> torch.Tensor:
+    """The class each of n samples of a conditional generator is drawn with: i mod num_classes, so every class
+    gets n / num_classes samples (to within one) and sample i keeps its class whatever n is."""
+    return torch.arange(n) % num_classes
+
+
+def class_labels(generator: Generator, n: int) -> tuple[torch.Tensor | None, tuple[str, ...] | None]:
+    """(requested classes of n samples, the generator's class names) for a conditional G; (None, None) otherwise."""
+    if not getattr(generator, "num_classes", 0):
+        return None, None
+    return requested_classes(n, generator.num_classes), tuple(generator.classes)
+
+
 def generated_features(
     generator: Generator,
     extractor: FeatureExtractor,
@@ -109,21 +175,36 @@ def generated_features(
     keep_images: bool = False,
 ) -> tuple[Features, torch.Tensor | None]:
     """Features of n samples G(z), z the first n latents of `seed` (from `prior`, by default `generator.prior`),
-    quantised to uint8 as saved images are.
+    quantised to uint8 as saved images are. A class-conditional G draws sample i in class i mod K
+    (`requested_classes`), so every class is measured equally.
 
     Returns (features, the uint8 images if `keep_images` else None).
     """
     z = latents(n, generator.nz, prior or generator.prior, seed)
-    feats, outs, kept = [], [], []
-    for part in z.split(batch_size):
-        images = to_uint8(generate(generator, part, batch_size))
-        f = extractor.extract(images, batch_size=batch_size, logits=logits)
-        feats.append(f.features)
-        if f.logits is not None:
-            outs.append(f.logits)
-        if keep_images:
-            kept.append(images)
-    return Features(torch.cat(feats), torch.cat(outs) if outs else None), torch.cat(kept) if kept else None
+    labels, _ = class_labels(generator, n)
+    # a conditional G draws each class with that class fixed, in full batches; results go back to sample order
+    parts: list[tuple[Generator, torch.Tensor]] = [(generator, torch.arange(n))]
+    if labels is not None:
+        classes = range(generator.num_classes)
+        parts = [(ClassGenerator(generator, k), torch.nonzero(labels == k).flatten()) for k in classes]
+    feats: torch.Tensor | None = None
+    outs: torch.Tensor | None = None
+    kept: torch.Tensor | None = None
+    for drawing, indices in parts:
+        for index in indices.split(batch_size):
+            images = to_uint8(generate(drawing, z[index], batch_size))
+            f = extractor.extract(images, batch_size=batch_size, logits=logits)
+            if feats is None:
+                feats = torch.empty(n, f.features.shape[1])
+                outs = torch.empty(n, f.logits.shape[1]) if f.logits is not None else None
+                kept = torch.empty(n, *images.shape[1:], dtype=torch.uint8) if keep_images else None
+            feats[index] = f.features
+            if outs is not None and f.logits is not None:
+                outs[index] = f.logits
+            if kept is not None:
+                kept[index] = images
+    assert feats is not None
+    return Features(feats, outs), kept
 
 
 def score(
@@ -133,17 +214,21 @@ def score(
     *,
     seed: int = 0,
     details: dict[str, Any] | None = None,
+    labels: torch.Tensor | None = None,
+    classes: tuple[str, ...] | None = None,
 ) -> tuple[dict[str, float], dict[str, bool]]:
     """The metrics' values for precomputed features, named with the sample count (`fid10k`, ...).
 
     Args:
         details: if given, filled with the metrics' structured results by value name (`coverage10k`: the
             per-group table).
+        labels, classes: for samples of a class-conditional generator, the class each was drawn with and the
+            generator's class names (`intrafid` and `recognised` need them).
 
     Returns (values, lower_is_better), both keyed by value name.
     """
     n = int(features.features.shape[0])
-    inputs = MetricInputs(features.features, features.logits, reference, seed)
+    inputs = MetricInputs(features.features, features.logits, reference, seed, fake_labels=labels, fake_classes=classes)
     values: dict[str, float] = {}
     lower: dict[str, bool] = {}
     for metric in metrics:
@@ -169,7 +254,7 @@ def evaluate(
     *,
     data: str | ImageData,
     root: str | Path | None = None,
-    metrics: str | list[str] = DEFAULT_METRICS,
+    metrics: str | list[str] | None = None,
     n: int = 10_000,
     features: str | Path | FeatureExtractor | None = None,
     split: str = "train",
@@ -186,8 +271,12 @@ def evaluate(
         generator: the generator (its `image_size` and `channels` set how the real images are loaded).
         data: the real data set's name or folder, as for training, or loaded `ImageData`.
         root: where the standard data sets live.
-        metrics: names (`fid`, `kid`, `is`, `pr`, `classes`, `coverage`), as a list or comma-separated.
-        n: generated samples; FID and KID use every reference image, precision/recall as many as `n`.
+        metrics: names (`fid`, `kid`, `is`, `pr`, `classes`, `coverage`, and for a class-conditional generator
+            `intrafid` and `recognised`), as a list or comma-separated. None: `DEFAULT_METRICS`, and for a
+            conditional generator also `intrafid` where the reference images have its classes as labels and
+            `recognised` where the extractor is a classifier of its classes (`info["skipped"]` says why not).
+        n: generated samples; FID and KID use every reference image, precision/recall as many as `n`. A
+            conditional generator draws n / K samples of each of its K classes.
         features: `inception`, an extractor name or file, a loaded extractor, or None for the data's default.
         split: the reference split ("train" or "test").
         prior: the latent prior; by default the one G was trained with (`generator.prior`).
@@ -202,10 +291,28 @@ def evaluate(
     """
     if n < 4:
         raise ConfigError(f"--n must be at least 4, got {n}.")
+    labels, classes = class_labels(generator, n)
+    defaulted = metrics is None and classes is not None
+    skipped: list[str] = []
+    if defaulted and classes is not None:
+        if not isinstance(features, FeatureExtractor):
+            name = data.name if isinstance(data, ImageData) else data
+            features = load_features(features, name, device=device, download=download)
+        metrics, skipped = conditional_defaults(features, classes)
     chosen, extractor, reference = prepare(
-        metrics, features, data, root=root, split=split, image_size=generator.image_size,
+        metrics or DEFAULT_METRICS, features, data, root=root, split=split, image_size=generator.image_size,
         channels=generator.channels, device=device, download=download, batch_size=batch_size, progress=progress,
     )  # fmt: skip
+    if defaulted and classes is not None and None in class_index(classes, reference.classes or ()):
+        # the defaults ask for per-class FID only where the reference can give it
+        chosen = [m for m in chosen if m.name != "intrafid"]
+        skipped.append(f"intrafid (the {reference.data} {reference.split} images are not labelled with the "
+                       "generator's classes)")  # fmt: skip
+    if classes is None and (needing := [m.name for m in chosen if m.needs_classes]):
+        raise ConfigError(
+            f"{', '.join(needing)} needs a class-conditional generator (trained with --conditional), and this one "
+            "is unconditional."
+        )
     generator.to(device)
     prior = prior or generator.prior
     fake, _ = generated_features(
@@ -213,10 +320,27 @@ def evaluate(
         logits=any(m.needs_logits for m in chosen),
     )  # fmt: skip
     details: dict[str, Any] = {}
-    values, lower = score(fake, reference, chosen, seed=seed, details=details)
-    return Evaluation(
-        values, n, reference.describe(), describe_extractor(extractor), lower, {"seed": seed, "prior": prior}, details
+    values, lower = score(fake, reference, chosen, seed=seed, details=details, labels=labels, classes=classes)
+    info: dict[str, Any] = {"seed": seed, "prior": prior}
+    if classes is not None:
+        info |= {"classes": list(classes), "samples_per_class": n // len(classes)}
+    if skipped:
+        info["skipped"] = skipped
+    return Evaluation(values, n, reference.describe(), describe_extractor(extractor), lower, info, details)
+
+
+def conditional_defaults(extractor: FeatureExtractor, classes: tuple[str, ...]) -> tuple[str, list[str]]:
+    """The default metrics of a conditional generator and notes on those left out: `DEFAULT_METRICS`,
+    `intrafid` (left out later if the reference images turn out not to carry these classes), and `recognised`
+    if the extractor is a classifier that knows every one of the generator's classes."""
+    known = class_names(extractor)
+    if known is not None and None not in class_index(classes, known):
+        return ",".join([DEFAULT_METRICS, *CONDITIONAL_METRICS]), []
+    note = (
+        f"recognised ({extractor.name} is not a classifier of the generator's classes; pass --features with one "
+        "fitted on the run's data)"
     )
+    return f"{DEFAULT_METRICS},intrafid", [note]
 
 
 def evaluate_images(
@@ -232,22 +356,28 @@ def evaluate_images(
     batch_size: int = 250,
     download: bool = False,
     progress: bool = False,
+    labels: torch.Tensor | None = None,
+    classes: tuple[str, ...] | None = None,
 ) -> Evaluation:
     """Like `evaluate`, for a given set of uint8 images (N, C, S, S), e.g. a real test split as a baseline.
 
-    The reference images are loaded at the images' size and channel count.
+    The reference images are loaded at the images' size and channel count. With `labels` (N,) and their class
+    names `classes`, the images count as drawn with those classes (`intrafid`, `recognised`): real test images
+    with their own labels give `recognised` equal to the classifier's test accuracy.
     """
     if images.dtype != torch.uint8 or images.ndim != 4:
         raise ConfigError(f"expected uint8 images (N, C, S, S), got {images.dtype} {tuple(images.shape)}.")
     if len(images) < 4:
         raise ConfigError(f"need at least 4 images, got {len(images)}.")
+    if (labels is None) != (classes is None) or (labels is not None and labels.shape != (len(images),)):
+        raise ConfigError(f"labels need their class names and one label per image ({len(images)}).")
     chosen, extractor, reference = prepare(
         metrics, features, data, root=root, split=split, image_size=int(images.shape[-1]),
         channels=int(images.shape[1]), device=device, download=download, batch_size=batch_size, progress=progress,
     )  # fmt: skip
     fake = extractor.extract(images, batch_size=batch_size, logits=any(m.needs_logits for m in chosen))
     details: dict[str, Any] = {}
-    values, lower = score(fake, reference, chosen, seed=seed, details=details)
+    values, lower = score(fake, reference, chosen, seed=seed, details=details, labels=labels, classes=classes)
     return Evaluation(
         values, len(images), reference.describe(), describe_extractor(extractor), lower, {"seed": seed}, details
     )
@@ -274,6 +404,12 @@ def prepare(
     else:
         name = data.name if isinstance(data, ImageData) else data
         extractor = load_features(features, name, device=device, download=download)
+    needing = [m.name for m in chosen if m.needs_classifier]
+    if needing and class_names(extractor) is None:
+        raise ConfigError(
+            f"{', '.join(needing)} needs a classifier fitted on the data's classes, and {extractor.name} is not one; "
+            "fit one with `dcgan extractor fit --data DATA` and pass --features with its name."
+        )
     reference = reference_features(
         extractor, data, root=root, split=split, image_size=image_size, channels=channels,
         download=download, batch_size=batch_size, progress=progress, groups=any(m.needs_groups for m in chosen),

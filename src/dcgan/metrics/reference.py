@@ -55,6 +55,10 @@ class Reference:
     extractor: str
     memo: Memo = field(default_factory=Memo, repr=False)
     groups: Groups | None = None  # filled when a metric needs them (`coverage`)
+    #: The images' own class labels (N,) and class names, where the data has them: what per-class FID
+    #: (`intrafid`) compares each requested class of a conditional generator with.
+    labels: torch.Tensor | None = field(default=None, repr=False)
+    classes: tuple[str, ...] | None = None
 
     @property
     def count(self) -> int:
@@ -72,6 +76,16 @@ class Reference:
             "data": self.data, "split": self.split, "images": self.count,
             "image_size": self.image_size, "channels": self.channels,
         }  # fmt: skip
+
+
+def class_index(wanted: tuple[str, ...], have: tuple[str, ...]) -> list[int | None]:
+    """For each class name in `wanted`, its index in `have` (the same name, else the same name ignoring case), or
+    None where `have` lacks it: how a generator's classes are found among a classifier's or a data set's."""
+    exact = {name: i for i, name in enumerate(have)}
+    folded: dict[str, int] = {}
+    for i, name in enumerate(have):
+        folded.setdefault(name.casefold(), i)
+    return [exact.get(name, folded.get(name.casefold())) for name in wanted]
 
 
 def _key(images: ImageData, image_size: int, channels: int, extractor: FeatureExtractor) -> str:
@@ -139,6 +153,9 @@ def reference_features(
             meta = {"data": images.name, "split": images.split, "source": images.source, "extractor": extractor.name}
             _save(path, features.numpy(), meta)
     reference = Reference(features, images.name, images.split, size, chans, extractor.name)
+    if images.labels is not None and len(images.labels) == len(images):
+        reference.labels = images.labels.long()
+        reference.classes = images.classes or tuple(str(i) for i in range(images.num_classes or 0))
     if groups:
         reference.groups = reference_groups(extractor, images, batch_size=batch_size, progress=progress)
     return reference

@@ -32,6 +32,10 @@ class MetricInputs:
     #: Where a metric may leave a structured result beside its values, under its value names (coverage's
     #: per-group table); `score` passes them on.
     details: dict[str, Any] = field(default_factory=dict)
+    #: For a class-conditional generator: the class each sample was drawn with (N,), and the generator's class
+    #: names (label i is fake_classes[i]); None for an unconditional one.
+    fake_labels: torch.Tensor | None = None
+    fake_classes: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,8 @@ class Metric:
         description: one line for help texts.
         needs_groups: True if it reads the reference images' groups (`Reference.groups`, for coverage).
         directions: values whose direction differs from `lower_is_better`, e.g. {"coverage_max": True}.
+        needs_classes: True if it reads the class each sample was drawn with (a class-conditional generator).
+        needs_classifier: True if the extractor must be a classifier with named classes (`recognised`).
     """
 
     name: str
@@ -57,6 +63,8 @@ class Metric:
     description: str = ""
     needs_groups: bool = False
     directions: Mapping[str, bool] = field(default_factory=dict, hash=False)
+    needs_classes: bool = False
+    needs_classifier: bool = False
 
     def lower_is_better_for(self, value: str) -> bool:
         """Which way is better for one of its values (named without the sample count)."""

@@ -8,7 +8,7 @@ import torch
 
 from dcgan.data import ImageData
 from dcgan.errors import ConfigError
-from dcgan.metrics.evaluate import describe_extractor, generated_features, prepare, score
+from dcgan.metrics.evaluate import class_labels, describe_extractor, generated_features, prepare, score
 from dcgan.metrics.registry import parse_metrics, value_name
 from dcgan.models import Generator
 
@@ -18,7 +18,8 @@ class TrainingEvaluator:
 
     Built once per run: it loads the extractor and the reference features (from the cache after the first
     time), and uses the same n latents at every call, so successive values differ only by the generator. With a LeNet
-    extractor and n=2000 a call takes seconds on a CPU.
+    extractor and n=2000 a call takes seconds on a CPU. A class-conditional generator is sampled evenly over its
+    classes (sample i in class i mod K), as `dcgan evaluate` samples it.
 
     Args:
         data: the training data's name or folder (or loaded `ImageData`).
@@ -101,5 +102,6 @@ class TrainingEvaluator:
             generator, self.extractor, self.n, prior=self.prior or generator.prior, seed=self.seed,
             batch_size=self.batch_size, logits=self.metric.needs_logits,
         )  # fmt: skip
-        values, _ = score(fake, self.reference, [self.metric], seed=self.seed)
+        labels, classes = class_labels(generator, self.n)  # a conditional G: the classes its samples were drawn in
+        values, _ = score(fake, self.reference, [self.metric], seed=self.seed, labels=labels, classes=classes)
         return values
