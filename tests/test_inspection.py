@@ -14,9 +14,11 @@ from torch import nn
 
 from dcgan.checkpoint import load_generator
 from dcgan.cli import main
+from dcgan.conditional import ClassGenerator
 from dcgan.errors import ConfigError, DataError
 from dcgan.inspection import (
     drop_filters,
+    filters_dropped,
     find_filters,
     gradient_images,
     guided_backprop,
@@ -67,6 +69,20 @@ def test_dropping_some_filters_changes_the_samples_and_is_undone_after(tiny_g: G
     before = generate(tiny_g, z)
     assert (drop_filters(tiny_g, z, 1, [0, 3]) - before).abs().max() > 0
     torch.testing.assert_close(generate(tiny_g, z), before, atol=0, rtol=0)  # the hook is gone
+
+
+@pytest.mark.parametrize("conditioning", ["concat", "cbn"])
+def test_filters_of_a_conditional_generator_drop_within_its_class(conditioning: str) -> None:
+    """A G with class-conditional batchnorm runs its blocks layer by layer: the drop still reaches the layer."""
+    torch.manual_seed(0)
+    drawn = ClassGenerator(Generator(16, 1, nz=8, ngf=8, num_classes=3, conditioning=conditioning).eval(), 2)
+    z = latents(3, 8, "uniform", seed=1)
+    activations = layer_activations(drawn, z, 1)
+    assert activations.shape == (3, 8, 8, 8) and activations[:, :3].abs().max() > 0
+    with filters_dropped(drawn, 1, [0, 1, 2]):
+        dropped = layer_activations(drawn, z, 1)
+    assert dropped[:, :3].abs().max() == 0 and torch.equal(dropped[:, 3:], activations[:, 3:])
+    assert (drop_filters(drawn, z, 1, [0, 1, 2]) - generate(drawn, z)).abs().max() > 0
 
 
 def test_parse_filters() -> None:

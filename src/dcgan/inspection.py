@@ -59,6 +59,13 @@ def parse_filters(text: str, count: int) -> list[int]:
     return sorted(chosen)
 
 
+def block_output(generator: Generator, layer: int) -> nn.Module:
+    """The module whose output is `G.blocks[layer]`'s: the block's last layer (its activation). A hook goes there
+    rather than on the block, because a G with class-conditional batchnorm runs its blocks layer by layer (the
+    norm takes the labels too), so hooks on the block itself would never fire."""
+    return list(generator.blocks[layer].children())[-1]
+
+
 @contextmanager
 def filters_dropped(generator: Generator, layer: int, filters: Sequence[int]) -> Iterator[Generator]:
     """Inside the block, `generator` runs with the given filters of `G.blocks[layer]` zeroed at every position."""
@@ -68,7 +75,7 @@ def filters_dropped(generator: Generator, layer: int, filters: Sequence[int]) ->
     device = next(generator.parameters()).device
     keep = torch.ones(1, count, 1, 1, device=device)
     keep[:, list(filters)] = 0
-    handle = generator.blocks[layer].register_forward_hook(
+    handle = block_output(generator, layer).register_forward_hook(
         lambda module, inputs, output: output * keep.to(output.dtype)
     )
     try:
@@ -87,7 +94,7 @@ def layer_activations(generator: Generator, z: torch.Tensor, layer: int) -> torc
     """The output of `G.blocks[layer]` for each z: (n, filters, h, w), on the CPU."""
     num_filters(generator, layer)
     captured: list[torch.Tensor] = []
-    handle = generator.blocks[layer].register_forward_hook(
+    handle = block_output(generator, layer).register_forward_hook(
         lambda m, i, out: captured.append(out.detach().float().cpu())
     )
     try:
