@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,8 @@ import torch
 from dcgan.checkpoint import load_generator
 from dcgan.cli import main
 from dcgan.errors import CheckpointError, ConfigError
-from dcgan.export import export_generator, load_safetensors_generator
+from dcgan.export import CLASSES_FILE, export_generator, load_safetensors_generator
+from dcgan.models import Generator
 from dcgan.sample import latents
 
 
@@ -75,3 +77,66 @@ def test_export_refuses_bad_input(tiny_run_rgb: Path, tmp_path: Path, capsys: py
     save_file({"w": torch.zeros(2)}, str(other))
     with pytest.raises(CheckpointError, match="not a dcgan generator"):
         load_safetensors_generator(other)
+
+
+# ----------------------------------------------------------------------------------------------- conditional G
+def conditional_g(conditioning: str) -> Generator:
+    """A class-conditional G whose classes draw visibly different images (weights moved off their init)."""
+    torch.manual_seed(0)
+    g = Generator(16, 1, nz=8, ngf=8, num_classes=3, conditioning=conditioning)
+    with torch.no_grad():
+        for p in g.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    g.classes = ("cat", "dog", "emu")
+    return g.eval()
+
+
+def conditional_reference(g: Generator, labels: list[int]) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    z = latents(len(labels), g.nz, "uniform", seed=4)
+    y = torch.tensor(labels)
+    with torch.no_grad():
+        return z, y, g(z, y).numpy()
+
+
+def test_conditional_onnx_takes_z_and_labels(tmp_path: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    import onnx
+
+    g = conditional_g("cbn")  # the conditional batchnorm's per-class tables must be inputs-driven, not traced in
+    out = export_generator(g, "onnx", tmp_path / "g.onnx")
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [(i.name, i.type) for i in session.get_inputs()] == [("z", "tensor(float)"), ("labels", "tensor(int64)")]
+    for labels in ([2], [0, 1, 2, 2, 1]):
+        z, y, want = conditional_reference(g, labels)
+        (got,) = session.run(["images"], {"z": z.numpy(), "labels": y.numpy()})
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    z, _, want = conditional_reference(g, [0, 1, 2, 2, 1])
+    (other,) = session.run(["images"], {"z": z.numpy(), "labels": np.array([1, 2, 0, 0, 2])})
+    assert np.abs(other - want).max() > 0.05  # the label is an input: other classes, other images
+    props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert json.loads(props["classes"]) == ["cat", "dog", "emu"]
+
+
+@pytest.mark.parametrize("conditioning", ["concat", "cbn"])
+def test_conditional_torchscript_and_safetensors_take_z_and_labels(conditioning: str, tmp_path: Path) -> None:
+    g = conditional_g(conditioning)
+    z, y, want = conditional_reference(g, [0, 1, 2, 2, 1])
+    classes = {CLASSES_FILE: ""}
+    module = torch.jit.load(str(export_generator(g, "torchscript", tmp_path / "g.pt")), _extra_files=classes)
+    with torch.no_grad():
+        np.testing.assert_allclose(module(z, y).numpy(), want, atol=1e-6)
+        np.testing.assert_allclose(module(z[:2], y[:2]).numpy(), want[:2], atol=1e-6)  # another batch size
+        assert np.abs(module(z, (y + 1) % 3).numpy() - want).max() > 0.05
+    assert json.loads(classes[CLASSES_FILE]) == ["cat", "dog", "emu"]
+    rebuilt, prior = load_safetensors_generator(export_generator(g, "safetensors", tmp_path / "g.safetensors"))
+    assert (rebuilt.num_classes, rebuilt.conditioning, rebuilt.classes, prior) == (
+        3,
+        conditioning,
+        ("cat", "dog", "emu"),
+        "uniform",
+    )
+    with torch.no_grad():
+        np.testing.assert_allclose(rebuilt(z, y).numpy(), want, atol=0)
+    with pytest.raises(ValueError, match="class-conditional"):
+        rebuilt(z)  # still conditional: it needs its labels

@@ -11,16 +11,24 @@ order so that every gathered run is a contiguous row of channels, the same layer
 
 `Conv2d` and `ConvTranspose2d` below are drop-in subclasses of torch's: same parameters, same state dict, same
 results; they take the GEMM path only where it is known to win (CPU tensors, the shapes above) and otherwise
-call torch's own kernel. `use_gemm_conv(False)` turns the path off process-wide (like `torch.backends` flags).
+call torch's own kernel. `use_gemm_conv(False)` turns the path off process-wide (like `torch.backends` flags); `gemm_conv_path(False)`
+turns it off for a while in the calling thread only (an inference plan's choice, which a web server's workers and
+a training loop in the same process must not see).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 _enabled = True
+#: The calling thread's choice (None: the process-wide switch).
+_scoped: ContextVar[bool | None] = ContextVar("dcgan_gemm_conv", default=None)
 
 
 def use_gemm_conv(enabled: bool) -> bool:
@@ -31,6 +39,22 @@ def use_gemm_conv(enabled: bool) -> bool:
     global _enabled
     previous, _enabled = _enabled, enabled
     return previous
+
+
+@contextmanager
+def gemm_conv_path(enabled: bool) -> Iterator[None]:
+    """Take the GEMM path (or torch's kernels) in this thread while the block runs; other threads, and the
+    process-wide switch `use_gemm_conv`, are left alone."""
+    token = _scoped.set(enabled)
+    try:
+        yield
+    finally:
+        _scoped.reset(token)
+
+
+def _gemm_enabled() -> bool:
+    scoped = _scoped.get()
+    return _enabled if scoped is None else scoped
 
 
 # ------------------------------------------------------------------------ im2col / col2im, stride 2, 4x4
@@ -163,7 +187,7 @@ MAX_GEMM_SIDE = 8
 
 def _gemm_applies(module: nn.Conv2d | nn.ConvTranspose2d, x: torch.Tensor) -> bool:
     if not (
-        _enabled
+        _gemm_enabled()
         and x.device.type == "cpu"
         and x.dim() == 4
         and module.kernel_size == (4, 4)

@@ -4,6 +4,11 @@ A GAN has no encoder, so a real photo has no z until one is searched for. `proje
 image and several random starts at once, on a pixel loss (and, optionally, a loss on D's features, which cares
 about what D looks at more than about exact pixels), and keeps the best start of each image. `fit_encoder` trains a
 small convolutional E: x -> z on G's own samples, whose guess is a better first start than a random z.
+
+G's forward and backward passes run in the layout and convolution path measured fastest for them on this machine
+(`dcgan.plan.generator_plan(backward=True)`), and in fp32 even where bf16 is faster: bf16 rounds G(z) in [-1, 1] by
+up to 2^-8, half a grey level, which is the size of the differences the last steps of a good projection refine, so
+it would blur the search and misstate `Projection.error`, the error of the z returned.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from torch import nn
 
 from dcgan.errors import ConfigError, DataError
 from dcgan.models import Discriminator, Generator, sample_prior
+from dcgan.plan.inference import applied, generator_plan
 
 #: Added to the seed of projection's random starts and encoder samples, to keep them off the sheets' latents.
 #: torch seeds its CPU generator with the seed's low 32 bits only, so the offset must change those (2**32 did not).
@@ -147,7 +153,8 @@ def project(
     if feature_weight > 0 and discriminator is None:
         raise ConfigError("A feature loss needs the run's discriminator.")
     prior = prior or generator.prior
-    with _frozen(generator, discriminator):
+    plan = generator_plan(generator, backward=True, forced={"precision": "fp32"}).plan
+    with _frozen(generator, discriminator), applied(generator, plan):
         return _project(generator, images, prior, steps, restarts, lr, discriminator, feature_weight, encoder, seed)
 
 

@@ -14,7 +14,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dcgan.plan.cache
-import dcgan.plan.inference
 import dcgan.plan.load
 import dcgan.plan.select
 import dcgan.plan.timing
@@ -31,7 +30,6 @@ from dcgan.plan import (
     choose,
     default_plan,
     forced_by,
-    inference_precision,
     measure,
     select_plan,
 )
@@ -368,23 +366,3 @@ def test_the_dry_run_shows_the_plan(measured: list[object], tmp_path: Path) -> N
                      data=shapes_data())  # fmt: skip
     assert "plan        fp32, NCHW, torch convs" in str(report) and "every switch given" in str(report)
     assert not (tmp_path / "run").exists()
-
-
-# ------------------------------------------------------------------------------------------- inference
-@pytest.mark.parametrize(("bf16_seconds", "expected"), [(3.0, "fp32"), (0.3, "bf16"), (0.95, "fp32")])
-def test_inference_precision_is_measured(monkeypatch: pytest.MonkeyPatch, bf16_seconds: float, expected: str) -> None:
-    """bf16 only where a bf16 matrix product is measured at least 10% faster than fp32's."""
-    monkeypatch.setattr(dcgan.plan.inference, "_INFERENCE", {})
-    timing = {torch.bfloat16: bf16_seconds, torch.float32: 1.0}
-    monkeypatch.setattr(dcgan.plan.inference, "_matmul_seconds", lambda dtype, device: timing[dtype])
-    assert inference_precision("cpu") == expected
-
-
-def test_the_probe_extracts_in_the_measured_precision(monkeypatch: pytest.MonkeyPatch) -> None:
-    from dcgan.models import Discriminator
-    from dcgan.probe.features import extract_features
-
-    monkeypatch.setattr(dcgan.plan.inference, "_INFERENCE", {"cpu": "fp32"})
-    d = Discriminator(16, 1, ndf=4).eval()
-    images = torch.randint(0, 256, (8, 1, 16, 16), dtype=torch.uint8)
-    assert (extract_features(d, images, precision="auto") == extract_features(d, images, precision="fp32")).all()

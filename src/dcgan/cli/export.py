@@ -26,9 +26,13 @@ def run_export(args: argparse.Namespace) -> int:
     generator = run.generator(ema=not args.no_ema)
     out = export_generator(generator, args.format, args.out)
     size = out.stat().st_size / 2**20
+    labels = ""
+    if generator.num_classes:
+        names = ", ".join(generator.classes[:12]) + (", ..." if generator.num_classes > 12 else "")
+        labels = f" and labels (batch,) int64 class ids 0 to {generator.num_classes - 1} ({names})"
     print(
         f"Wrote the generator of {run.path} as {args.format} to {out} ({size:.1f} MB): "
-        f"z (batch, {generator.nz}) {generator.prior} -> images (batch, {generator.channels}, "
+        f"z (batch, {generator.nz}) {generator.prior}{labels} -> images (batch, {generator.channels}, "
         f"{generator.image_size}, {generator.image_size}) in [-1, 1]."
     )
     return 0

@@ -39,7 +39,7 @@ def run_sample(args: argparse.Namespace) -> int:
         from dcgan.latent import numbered_sheet
         from dcgan.sample import generate, latents
 
-        images = generate(generator, latents(args.n, generator.nz, generator.prior, args.seed))
+        images = generate(generator, latents(args.n, generator.nz, generator.prior, args.seed), plan="auto")
         numbered_sheet(images, args.nrow).save(args.out / "sheet.png")
     print(f"Wrote {args.n} samples from {run.path} (seed {args.seed}) to {args.out}; grid: {args.out / 'grid.png'}")
     return 0

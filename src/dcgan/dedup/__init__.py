@@ -154,7 +154,8 @@ def deduplicate(
         start = time.perf_counter()
         net, model_path = _autoencoder(source, model, out_dir, train_images, steps, chunk, seed, device, progress)
         train_seconds = time.perf_counter() - start
-        hasher, bits = (lambda images: net.hash(torch.from_numpy(images))), net.code_bits
+        plan = net.hash_plan()
+        hasher, bits = (lambda images: net.hash(torch.from_numpy(images), plan)), net.code_bits
     if radius >= bits // 4:
         raise ConfigError(f"--radius {radius} is too large for {bits}-bit hashes; use less than {bits // 4}.")
 

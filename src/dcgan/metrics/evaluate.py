@@ -26,6 +26,7 @@ from dcgan.metrics.feature_extractor import FeatureExtractor, Features
 from dcgan.metrics.reference import Reference, class_index, reference_features
 from dcgan.metrics.registry import Metric, MetricInputs, parse_metrics, value_name
 from dcgan.models import Generator
+from dcgan.plan.inference import applied, generator_plan
 from dcgan.sample import generate, latents, to_uint8
 
 DEFAULT_METRICS = "fid,kid,is,pr"
@@ -315,10 +316,13 @@ def evaluate(
         )
     generator.to(device)
     prior = prior or generator.prior
-    fake, _ = generated_features(
-        generator, extractor, n, prior=prior, seed=seed, batch_size=batch_size,
-        logits=any(m.needs_logits for m in chosen),
-    )  # fmt: skip
+    # G in the layout and convolution path measured fastest here, in fp32 as the extractor (`FeatureExtractor.plan`
+    # says why): the samples are then the same images to float rounding on every machine.
+    with applied(generator, generator_plan(generator, forced={"precision": "fp32"}).plan):
+        fake, _ = generated_features(
+            generator, extractor, n, prior=prior, seed=seed, batch_size=batch_size,
+            logits=any(m.needs_logits for m in chosen),
+        )  # fmt: skip
     details: dict[str, Any] = {}
     values, lower = score(fake, reference, chosen, seed=seed, details=details, labels=labels, classes=classes)
     info: dict[str, Any] = {"seed": seed, "prior": prior}

@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dcgan.errors import ConfigError
+from dcgan.plan.inference import applied, in_layout, inference_plan
+from dcgan.plan.plans import ExecutionPlan
 
 
 class Features(NamedTuple):
@@ -74,20 +76,31 @@ class FeatureExtractor(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    def plan(self, images: torch.Tensor) -> ExecutionPlan:
+        """How `extract` runs on this machine: the layout (and convolution path) measured fastest on a few of
+        `images` (`dcgan.plan.inference`), always in fp32: metrics are compared across machines and runs, and the
+        reference features cached, so bf16's rounding (3 significant digits, where FID's parity test holds 1e-5)
+        must not enter them wherever bf16 happens to be faster."""
+        work = f"{self.name} features"
+        return inference_plan(self, [images], work=work, call=lambda m, x: m(x)[0], forced={"precision": "fp32"}).plan
+
     @torch.no_grad()
     def extract(self, images: torch.Tensor, *, batch_size: int = 256, logits: bool = False) -> Features:
-        """Features (and optionally logits) of uint8 images, in batches, in eval mode; returned on the CPU."""
+        """Features (and optionally logits) of uint8 images, in batches, in eval mode, under `plan`; returned on
+        the CPU."""
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
             got = f"{images.dtype} {tuple(images.shape)}"
             raise ConfigError(f"{self.name} expects uint8 images (N, 1 or 3, H, W), got {got}.")
         was_training = self.training
         self.eval()
         feats, outs = [], []
-        for part in images.split(min(batch_size, self.max_batch)):
-            f, y = self(part)
-            feats.append(f.float().cpu())
-            if logits:
-                outs.append(y.float().cpu())
+        plan = self.plan(images) if len(images) else None
+        with applied(self, plan):
+            for part in images.split(min(batch_size, self.max_batch)):
+                f, y = self(in_layout(part, plan) if plan is not None else part)
+                feats.append(f.float().cpu())
+                if logits:
+                    outs.append(y.float().cpu())
         self.train(was_training)
         empty = torch.empty(0, self.feature_dim)
         return Features(torch.cat(feats) if feats else empty, torch.cat(outs) if logits and outs else None)

@@ -35,31 +35,38 @@ exactly), every switch forced, `DCGAN_PLAN=default` (the built-in defaults, no m
 A measurement records the CPU time other processes took meanwhile (`dcgan.plan.load`); one made while they left
 its threads under 3/4 of the CPU they needed is provisional: used, said so, and measured again by a later run that
 finds the machine quieter, replacing it only if it was made under no more load.
+
+Forward-only work (sampling, evaluation, dedup hashing, projection, the web server, the probe's features) has its
+own plan, timed on a few passes of the module it runs: `dcgan.plan.inference`.
 """
 
 from dcgan.plan.cache import PlanCache, machine
-from dcgan.plan.inference import inference_precision
+from dcgan.plan.inference import applied, generator_plan, inference_plan, running
 from dcgan.plan.load import Load
-from dcgan.plan.plans import ExecutionPlan, ModelShape, candidates, choose, default_plan, forced_by
+from dcgan.plan.plans import ExecutionPlan, InferenceShape, ModelShape, candidates, choose, default_plan, forced_by
 from dcgan.plan.select import PlanChoice, plan_for_run, select_plan
 from dcgan.plan.timing import Measurement, Timing, measure, plan_stepper
 
 __all__ = [
     "ExecutionPlan",
+    "InferenceShape",
     "Load",
     "Measurement",
     "ModelShape",
     "PlanCache",
     "PlanChoice",
     "Timing",
+    "applied",
     "candidates",
     "choose",
     "default_plan",
     "forced_by",
-    "inference_precision",
+    "generator_plan",
+    "inference_plan",
     "machine",
     "measure",
     "plan_for_run",
     "plan_stepper",
+    "running",
     "select_plan",
 ]

@@ -16,7 +16,7 @@ import torch
 
 from dcgan.data.cache import cache_dir
 from dcgan.errors import ConfigError
-from dcgan.plan.plans import ExecutionPlan, ModelShape
+from dcgan.plan.plans import ExecutionPlan, InferenceShape, ModelShape
 from dcgan.plan.timing import Measurement
 
 CACHE_FILE = "plans.json"
@@ -50,7 +50,7 @@ def _cpu_model() -> str:
 
 
 class PlanCache:
-    """Measurements on disk (`cache_dir()/plans.json`), keyed by machine, torch version, device and model shape.
+    """Measurements on disk (`cache_dir()/plans.json`, or `path`), keyed by machine, torch version, device and shape.
 
     An unreadable file is reported with a warning and measured over; a failed write only costs a re-measurement.
     """
@@ -59,7 +59,7 @@ class PlanCache:
         self.path = path or cache_dir() / CACHE_FILE
 
     @staticmethod
-    def key(shape: ModelShape, device: torch.device) -> dict[str, Any]:
+    def key(shape: ModelShape | InferenceShape, device: torch.device) -> dict[str, Any]:
         return {"machine": machine(device), "torch": torch.__version__, "device": device.type, "shape": shape.__dict__}
 
     def find(self, key: dict[str, Any], plans: Sequence[ExecutionPlan]) -> Measurement | None:

@@ -75,6 +75,25 @@ class ModelShape:
         return f"{size}x{size}x{self.channels}, nz {self.nz}, ngf {self.ngf}, ndf {self.ndf}, batch {self.batch_size}"
 
 
+@dataclass(frozen=True)
+class InferenceShape:
+    """What a forward pass's speed depends on: the `work` (which call of which module: "G", "D features"), the
+    module's `architecture` (a digest of its parameters' names and shapes), the `inputs`' shapes ("8x100") and
+    whether a backward pass to the inputs follows (projection)."""
+
+    work: str
+    architecture: str
+    inputs: str
+    backward: bool = False
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.inputs.split("x", 1)[0]) if self.inputs[:1].isdigit() else 1
+
+    def __str__(self) -> str:
+        return f"{self.work} on {self.inputs}" + (", with its backward pass" if self.backward else "")
+
+
 def forced_by(config: TrainConfig) -> dict[str, Any]:
     """The switches `config` fixes: a precision other than auto, channels_last and gemm_conv unless None, compile."""
     forced: dict[str, Any] = {"compile": bool(config.compile)}

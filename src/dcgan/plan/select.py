@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,15 @@ from dcgan.config import TrainConfig
 from dcgan.plan import load as plan_load
 from dcgan.plan import timing
 from dcgan.plan.cache import PlanCache
-from dcgan.plan.plans import ExecutionPlan, ModelShape, candidates, choose, default_plan, forced_by
+from dcgan.plan.plans import (
+    ExecutionPlan,
+    InferenceShape,
+    ModelShape,
+    candidates,
+    choose,
+    default_plan,
+    forced_by,
+)
 from dcgan.plan.timing import Measurement
 from dcgan.training.speed import resolve_precision
 
@@ -40,7 +48,7 @@ class PlanChoice:
     measurement: Measurement | None = None
     defaults: ExecutionPlan | None = None
     cache: Path | None = None
-    shape: ModelShape | None = None
+    shape: ModelShape | InferenceShape | None = None
 
     def summary(self) -> str:
         """The plan and, in brackets, where it came from."""
@@ -48,7 +56,8 @@ class PlanChoice:
             where = {"stored": "the run's own, from its config", "forced": "every switch given"}.get(self.source)
             return f"{self.plan} ({where or 'the built-in defaults: ' + self.why})"
         timed = self.measurement.timed()
-        seconds = f"{timed[self.plan]:.3g} s/step"
+        per = "pass" if isinstance(self.shape, InferenceShape) else "step"
+        seconds = f"{timed[self.plan]:.3g} s/{per}"
         if self.defaults is not None and self.defaults != self.plan and self.defaults in timed:
             seconds += f" vs {timed[self.defaults]:.3g} for the defaults"
         how = "measured" if self.source == "measured" else "measured earlier"
@@ -61,7 +70,8 @@ class PlanChoice:
         return f"{self.plan} ({how}: {seconds}{where})"
 
     def __str__(self) -> str:
-        return f"Execution plan: {self.summary()}"
+        what = "Inference plan" if isinstance(self.shape, InferenceShape) else "Execution plan"
+        return f"{what}: {self.summary()}"
 
     def rows(self) -> list[list[str]]:
         """The candidates as table rows: plan, s/step, images/s, against the fastest, the chosen mark, a note."""
@@ -110,8 +120,27 @@ def select_plan(
     defaults = default_plan(device, forced)
     if len(plans) == 1:
         return PlanChoice(plans[0], "forced")
-    cache = PlanCache()
-    key = PlanCache.key(shape, device)
+    return cached_or_measured(
+        plans, defaults, PlanCache(), PlanCache.key(shape, device),
+        lambda: timing.measure(plans, shape, device, prune=prune),
+        retune=retune, may_measure=may_measure, store=store, shape=shape,
+    )  # fmt: skip
+
+
+def cached_or_measured(
+    plans: Sequence[ExecutionPlan],
+    defaults: ExecutionPlan,
+    cache: PlanCache,
+    key: dict[str, Any],
+    measure: Callable[[], Measurement],
+    *,
+    retune: bool | None,
+    may_measure: bool,
+    store: bool,
+    shape: ModelShape | InferenceShape,
+) -> PlanChoice | None:
+    """The choice among `plans` from `cache` under `key`, or from `measure()`; what `select_plan` does for training
+    steps, and `dcgan.plan.inference_plan` for forward passes (see `select_plan` for the rules)."""
     if retune is None:
         retune = os.environ.get("DCGAN_RETUNE", "") not in ("", "0")
     cached = cache.find(key, plans)
@@ -124,7 +153,7 @@ def select_plan(
         return None
     source, why, written = "cached", "", True
     if found is None:
-        fresh = timing.measure(plans, shape, device, prune=prune)
+        fresh = measure()
         if cached is None or fresh.better_than(cached):
             found, source, written = fresh, "measured", store
             if store:

@@ -129,13 +129,14 @@ def plan_stepper(plan: ExecutionPlan, shape: ModelShape, device: torch.device) -
 
 def measure(
     plans: Sequence[ExecutionPlan],
-    shape: ModelShape,
+    shape: Any,
     device: torch.device,
     *,
     prune: bool = True,
-    stepper: Callable[[ExecutionPlan, ModelShape, torch.device], Stepper] | None = None,
+    stepper: Callable[[ExecutionPlan, Any, torch.device], Stepper] | None = None,
     clock: Callable[[], float] = time.perf_counter,
     sampler: Callable[[], CpuTimes | None] = cpu_times,
+    round_seconds: float = ROUND_SECONDS,
 ) -> Measurement:
     """Time `plans` on a `shape` model: a first step each, the first plan of each precision first (a precision
     whose first plan is `PRUNE_RATIO` times slower is not timed further), then interleaved rounds of timed steps
@@ -144,10 +145,13 @@ def measure(
 
     Args:
         prune: skip a precision whose first plan's warm-up step is far slower; False times every plan.
+        shape: what `stepper` builds the step for: a `ModelShape` for training steps (`plan_stepper`), an
+            `InferenceShape` for forward passes (`dcgan.plan.inference`).
         stepper: builds a candidate's step (`plan_stepper`); tests give a fake one.
         clock: seconds, as `time.perf_counter`.
         sampler: reads the CPU time of the machine and of this process (`dcgan.plan.load.cpu_times`), before and
             after, for the load the measurement was made under.
+        round_seconds: how long a round of steps lasts at least (`ROUND_SECONDS`; shorter for forward passes).
     """
     make = stepper or plan_stepper
     begin = clock()
@@ -187,7 +191,7 @@ def measure(
                     warm_up(plan)
             # A step long enough to time alone (seconds at 64x64 on a CPU) is its plan's first round: after the
             # process's own warm-up step, a new plan's set-up costs milliseconds.
-            count = {plan: max(1, min(MAX_ROUND_STEPS, math.ceil(ROUND_SECONDS / first[plan]))) for plan in steps}
+            count = {plan: max(1, min(MAX_ROUND_STEPS, math.ceil(round_seconds / first[plan]))) for plan in steps}
             rounds = {plan: [first[plan]] if count[plan] == 1 else [] for plan in steps}
             while any(len(r) < ROUNDS for r in rounds.values()):
                 for plan, step in steps.items():

@@ -5,15 +5,16 @@ representation to produce a 4 x 4 spatial grid. These features are then flattene
 extracting, the batchnorm statistics are recomputed on the probe's training images: the running averages that
 training leaves behind mix real and generated batches, and a probe should normalise the images it is given.
 
-Features are computed in batches under no_grad, in bfloat16 autocast where that is measured faster than float32
-on the device (`precision="auto"`, `dcgan.plan.inference_precision`: several times faster on CPUs with AMX, 3x
-slower on CPUs that emulate bfloat16), and cached on disk under `dcgan.data.cache.cache_dir() / "probe"`, keyed by a hash of D's weights and
-every setting that changes them, so a second probe of the same checkpoint skips extraction.
+Features are computed in batches under no_grad, under the inference plan measured fastest for D's features on the
+device (`features_plan`, `dcgan.plan.inference`): its layout and convolution path, and with `precision="auto"` bf16
+autocast where that is faster than float32 (several times faster on CPUs with AMX, 3x slower on CPUs that emulate
+bfloat16). They are cached on disk under `dcgan.data.cache.cache_dir() / "probe"`, keyed by a hash of D's weights
+and every setting that changes them, so a second probe of the same checkpoint skips extraction.
 """
 
 from __future__ import annotations
 
-import contextlib
+import copy
 import hashlib
 import json
 import os
@@ -29,8 +30,10 @@ from torch import nn
 from dcgan.data.cache import cache_dir
 from dcgan.errors import ConfigError
 from dcgan.models import Discriminator
+from dcgan.plan.inference import MEASURE_BATCH, applied, in_layout, inference_plan
+from dcgan.plan.plans import ExecutionPlan
 
-#: "auto": whichever of fp32 and bf16 `dcgan.plan.inference_precision` measures faster on the device.
+#: "auto": whichever of fp32 and bf16 `features_plan` measures faster on the device.
 PRECISIONS = ("auto", "fp32", "bf16")
 #: Bumped when the feature recipe changes, so stale cache entries are never reused.
 RECIPE_VERSION = 1
@@ -41,9 +44,8 @@ def to_input(pixels: torch.Tensor) -> torch.Tensor:
     return pixels.to(torch.float32).div_(127.5).sub_(1)
 
 
-def _d_input(pixels: torch.Tensor, device: torch.device) -> torch.Tensor:
-    # channels_last makes CPU convolutions ~25% faster here; it changes no value.
-    return to_input(pixels.to(device)).contiguous(memory_format=torch.channels_last)
+def _d_input(pixels: torch.Tensor, device: torch.device, plan: ExecutionPlan) -> torch.Tensor:
+    return in_layout(to_input(pixels.to(device)), plan)
 
 
 def map_sizes(d: Discriminator) -> list[tuple[int, int]]:
@@ -84,21 +86,24 @@ def feature_dim(d: Discriminator, layers: Sequence[int] | None = None, grid: int
     return sum(sizes[i][0] * grid * grid for i in check_layers(d, layers, grid))
 
 
-def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[object]:
+def features_plan(d: Discriminator, precision: str = "auto", device: str | torch.device = "cpu") -> ExecutionPlan:
+    """How D's features run on `device`: `precision` ("auto": the faster of fp32 and bf16), and the layout and
+    convolution path, as measured fastest for `d.features` on a few random images (`dcgan.plan.inference_plan`,
+    cached per machine)."""
     if precision not in PRECISIONS:
         raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
-    if resolve_precision(precision, device) == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
+    device = torch.device(device)
+    on_device = d if next(d.parameters()).device == device else copy.deepcopy(d).to(device)
+    pixels = torch.randint(0, 256, (MEASURE_BATCH, d.channels, d.image_size, d.image_size), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))  # fmt: skip
+    forced = {} if precision == "auto" else {"precision": precision}
+    call = lambda m, x: m.features(x)[-1]
+    return inference_plan(on_device, [to_input(pixels).to(device)], work="D features", call=call, forced=forced).plan
 
 
-def resolve_precision(precision: str, device: str | torch.device) -> str:
-    """ "fp32" or "bf16": `precision` itself, or for "auto" the faster on `device` as measured once per process."""
-    if precision != "auto":
-        return precision
-    from dcgan.plan import inference_precision
-
-    return inference_precision(device)
+def resolve_precision(precision: str, d: Discriminator, device: str | torch.device) -> str:
+    """ "fp32" or "bf16": `precision` itself, or for "auto" the one `features_plan` measures faster for `d`."""
+    return precision if precision != "auto" else features_plan(d, precision, device).precision
 
 
 def _batches(images: torch.Tensor, batch_size: int) -> list[tuple[int, torch.Tensor]]:
@@ -124,15 +129,16 @@ def recompute_batchnorm(
     if not norms:
         d.eval()
         return
+    plan = features_plan(d, precision, device)
     momenta = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
         m.momentum = None
     d.train()
     try:
-        for _, batch in _batches(images, batch_size):
-            with _autocast(precision, device):
-                d.blocks(_d_input(batch, device))
+        with applied(d, plan):
+            for _, batch in _batches(images, batch_size):
+                d.blocks(_d_input(batch, device, plan))
     finally:
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
@@ -160,15 +166,16 @@ def extract_features(
     device = torch.device(device)
     chosen = check_layers(d, layers, grid)
     d.eval()
+    plan = features_plan(d, precision, device)
     out = np.empty((images.shape[0], feature_dim(d, chosen, grid)), dtype=np.float32)
-    for start, batch in _batches(images, batch_size):
-        with _autocast(precision, device):
-            maps = d.features(_d_input(batch, device))
+    with applied(d, plan):
+        for start, batch in _batches(images, batch_size):
+            maps = d.features(_d_input(batch, device, plan))
             # Max pooling commutes with rounding, so pooling in bfloat16 before widening loses nothing.
             pooled = [F.adaptive_max_pool2d(maps[i], grid).float().flatten(1) for i in chosen]
-        out[start : start + batch.shape[0]] = torch.cat(pooled, 1).cpu().numpy()
-        if progress is not None:
-            progress(start + batch.shape[0], images.shape[0])
+            out[start : start + batch.shape[0]] = torch.cat(pooled, 1).cpu().numpy()
+            if progress is not None:
+                progress(start + batch.shape[0], images.shape[0])
     return out
 
 

@@ -166,7 +166,7 @@ def discriminator_features(
 ) -> tuple[np.ndarray, np.ndarray, bool]:
     """(train, test) features with batchnorm recomputed on `train`, from the cache when there; and whether cached."""
     layers = feat.check_layers(d, settings.layers, settings.grid)
-    precision = feat.resolve_precision(settings.precision, settings.device)
+    precision = feat.resolve_precision(settings.precision, d, settings.device)
     recipe = (feat.weights_digest(d), layers, settings.grid, precision, train.source, len(train.labels))
     keys = [feat.cache_key(*recipe, split.source, split_name, len(split.labels))
             for split, split_name in ((train, "train"), (test, "test"))]  # fmt: skip
@@ -205,12 +205,12 @@ def probe(
     """
     settings = settings or ProbeSettings()
     settings.validate()
-    # The report names the precision the features were computed in, never "auto".
-    settings = replace(settings, precision=feat.resolve_precision(settings.precision, settings.device))
     say = log or (lambda _: None)
     run = Run.open(checkpoint)
     trained = run.discriminator()
     feat.check_layers(trained, settings.layers, settings.grid)  # before the data: a bad flag should fail fast
+    # The report names the precision the features were computed in, never "auto".
+    settings = replace(settings, precision=feat.resolve_precision(settings.precision, trained, settings.device))
     config = run.config
     data = settings.data or config.data or ""
     root = settings.data_root if settings.data else settings.data_root or config.data_root
