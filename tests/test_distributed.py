@@ -1,9 +1,12 @@
 """torchrun / DDP on CPU (gloo): ranks end with identical weights, two nodes end as one process would, a killed
-worker's group restarts and resumes bit for bit, a stalled rank is timed out, SIGTERM saves and says how to resume."""
+worker's group restarts and resumes bit for bit, a stalled rank is timed out, SIGTERM saves and says how to resume,
+a full disk on rank 0 stops every rank with one sentence."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import json
 import os
 import signal
@@ -21,6 +24,7 @@ import torch.multiprocessing as mp
 from PIL import Image
 
 from dcgan import checkpoint as ckpt
+from dcgan.cli import main
 from dcgan.train import train
 from tests.conftest import shapes_data, tiny_config
 
@@ -370,3 +374,70 @@ def test_a_stalled_rank_is_detected_by_the_timeout(tmp_path: Path) -> None:
     assert done.returncode != 0, message[-3000:]
     assert "Rank 0 of 2 stopped: another process did not answer within --ddp-timeout 10 s" in message, message[-3000:]
     assert ckpt.load(out)["step"] == 2
+
+
+def _full_disk_rank(rank: int, world: int, port: int, argv: list[str], cache: str, report: str) -> None:
+    """`dcgan train` as one rank of two; on rank 0 the disk fills while the step-4 checkpoint is written. Each rank
+    leaves its exit code and what it printed in `report`/rank<N>.json."""
+    os.environ.update(
+        {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1",
+         "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1", "DCGAN_CACHE": cache}
+    )  # fmt: skip
+    torch.set_num_threads(1)
+    save = torch.save
+
+    def full_disk(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
+        if isinstance(obj, dict) and obj.get("step") == 4:
+            f.write(b"\0" * 65536)  # part of the file reaches the disk, then it is full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        save(obj, f, *args, **kwargs)
+
+    if rank == 0:
+        torch.save = full_disk
+    said = io.StringIO()
+    with contextlib.redirect_stdout(said), contextlib.redirect_stderr(said):
+        code = main(argv)
+    (Path(report) / f"rank{rank}.json").write_text(json.dumps({"code": code, "said": said.getvalue()}))
+
+
+def test_a_full_disk_during_a_ddp_checkpoint_stops_every_rank_with_one_sentence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Row "a full disk during a DDP checkpoint": rank 0's disk fills while it writes a checkpoint; its temporary
+    file goes, the checkpoints before it stay whole, both ranks stop at once with the same sentence naming the
+    disk, its free space and what a checkpoint needs (exit 2, no rank left waiting), and --resume then goes on
+    from the last good checkpoint."""
+    data, out, report = _image_folder(tmp_path / "images"), tmp_path / "run", tmp_path / "report"
+    report.mkdir()
+    argv = _train_flags(data, out, 6, "--ddp-timeout", "60")
+    args = (2, _free_port(), argv, str(tmp_path / "cache"), str(report))
+    ranks = mp.start_processes(_full_disk_rank, args=args, nprocs=2, start_method="spawn", join=False)
+    deadline = time.monotonic() + 600  # a backstop: a rank left waiting would stop after --ddp-timeout 60
+    while not ranks.join(timeout=1):
+        if time.monotonic() > deadline:
+            for pid in ranks.pids():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            raise AssertionError("the ranks were still running after 600 s")
+    mount = out.resolve()
+    while not os.path.ismount(mount):
+        mount = mount.parent
+    for rank in (0, 1):
+        result = json.loads((report / f"rank{rank}.json").read_text())
+        errors = [line for line in result["said"].splitlines() if line.startswith("error:")]
+        assert result["code"] == 2 and len(errors) == 1, result["said"][-3000:]
+        assert errors[0].startswith(
+            f"error: Could not write the checkpoint {out / 'checkpoints' / 'step-00000004.pt'} (No space left on "
+            f"device: the disk mounted at {mount} has "
+        ), errors[0]
+        assert "MB free and a checkpoint needs about " in errors[0], errors[0]
+        assert "; the previous checkpoints are intact; " in errors[0], errors[0]
+        assert errors[0].endswith(f"dcgan train --out {out} --resume continues from the newest."), errors[0]
+    on_disk = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert on_disk == ["step-00000000.pt", "step-00000002.pt"], "the two good checkpoints and no temporary file"
+    assert ckpt.load(out)["step"] == 2
+
+    monkeypatch.setenv("DCGAN_CACHE", str(tmp_path / "cache"))
+    assert main(_train_flags(data, out, 6, "--resume")) == 0
+    assert f"Resuming {out} from step 2" in capsys.readouterr().out
+    assert ckpt.load(out)["step"] == 6

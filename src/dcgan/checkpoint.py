@@ -8,10 +8,12 @@ full disk.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import pickle
 import random
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -90,11 +92,40 @@ def atomic_save(obj: dict[str, Any], path: str | Path) -> Path:
     except (OSError, RuntimeError) as exc:
         tmp.unlink(missing_ok=True)
         reason = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else str(exc)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            reason += f": {_room(path.parent, _payload_bytes(obj))}"
         raise CheckpointError(
             f"Could not write the checkpoint {path} ({reason}); the previous checkpoints are intact."
         ) from exc
     _fsync_dir(path.parent)
     return path
+
+
+def _payload_bytes(obj: Any) -> int:
+    """About how many bytes `torch.save(obj)` writes: its tensors' (the rest is small)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.nelement() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_payload_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_payload_bytes(v) for v in obj)
+    return 0
+
+
+def _room(folder: Path, needed: int) -> str:
+    """Which disk `folder` is on, what it has free and what a file of `needed` bytes takes, for a message."""
+    mount = folder.resolve()
+    while not os.path.ismount(mount) and mount != mount.parent:
+        mount = mount.parent
+    try:
+        free = f"{_megabytes(shutil.disk_usage(folder).free)} free"
+    except OSError:
+        free = "its free space unknown"
+    return f"the disk mounted at {mount} has {free} and a checkpoint needs about {_megabytes(needed)}"
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB"
 
 
 def read_verified(path: Path) -> dict[str, Any]:

@@ -37,6 +37,7 @@ PROGRESS_GIF = "progress.gif"
 LOSSES_PNG = "losses.png"
 TENSORBOARD_DIR = "tensorboard"
 BEST_CHECKPOINT = "best.pt"
+SKIPPED_FILES = "skipped-files.txt"
 _STEP_FILE = re.compile(r"^step-(\d{8,})\.pt$")
 
 
@@ -85,6 +86,11 @@ class RunFolder:
     @property
     def best(self) -> Path:
         return self.checkpoints / BEST_CHECKPOINT
+
+    @property
+    def skipped_files(self) -> Path:
+        """The data files that could not be decoded, one path a line."""
+        return self.root / SKIPPED_FILES
 
     def checkpoint(self, step: int) -> Path:
         return self.checkpoints / step_name(step)

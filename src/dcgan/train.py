@@ -31,6 +31,7 @@ from dcgan import distributed
 from dcgan import run as runs
 from dcgan.config import TrainConfig
 from dcgan.data import ImageData, load_images
+from dcgan.data.folder import examples
 from dcgan.errors import CheckpointError, ConfigError, DataError
 from dcgan.gemm_conv import use_gemm_conv
 from dcgan.models import Generator, recalibrate_batchnorm, sample_prior
@@ -204,13 +205,24 @@ class Trainer:
         self.best.value = state.get("best_value")
 
     def save_checkpoint(self) -> Path | None:
-        """Write `checkpoints/step-XXXXXXXX.pt` (rank 0 only) unless the weights are not finite."""
-        if not self.dist.is_main:
-            return None
+        """Write `checkpoints/step-XXXXXXXX.pt` unless the weights are not finite; every rank calls it.
+
+        Rank 0 writes, and its outcome reaches every rank: when the write fails (a full disk) all ranks stop
+        with the same sentence instead of the others waiting for a rank 0 that has gone.
+        """
+        return distributed.from_main(self._write_checkpoint, self.dist)
+
+    def _write_checkpoint(self) -> Path | None:
         if not all(torch.isfinite(p).all() for p in [*self.G.parameters(), *self.D.parameters()]):
             warnings.warn(f"Not saving step {self.step}: the weights hold NaN or Inf.", stacklevel=2)
             return None
-        path = ckpt.atomic_save(self._snapshot(), self.folder.checkpoint(self.step))
+        try:
+            path = ckpt.atomic_save(self._snapshot(), self.folder.checkpoint(self.step))
+        except CheckpointError as exc:
+            raise CheckpointError(
+                f"{str(exc).rstrip('.')}; once there is room, dcgan train --out {self.out} --resume continues "
+                "from the newest."
+            ) from exc
         self.folder.prune(self.config.keep_checkpoints)
         return path
 
@@ -226,6 +238,24 @@ class Trainer:
         # Running statistics drift apart between ranks (each normalises its own share), so rank 0's are given to
         # all: every rank ends with the weights the checkpoint holds.
         distributed.broadcast_buffers([self.G, self.D, *([self.G_ema] if self.G_ema else [])], self.dist)
+
+    def _start_folder(self) -> None:
+        self.folder.create()
+        self.config.save(self.folder.config)
+        if not self.folder.list_checkpoints():
+            self._write_checkpoint()  # step 0: a NaN before the first interval still has a state to roll back to
+        if self.config.eval_every:
+            self.best.prepare()
+
+    def _skipped_summary(self) -> str:
+        """One line on the data files that could not be decoded: how many, a few names, where the list is."""
+        skipped = self.data.skipped
+        line = f"Skipped {len(skipped):,} files that could not be decoded (e.g. {examples(skipped, self.data.source)})"
+        try:
+            self.folder.skipped_files.write_text("".join(f"{name}\n" for name in skipped))
+        except OSError as exc:
+            return f"{line}; their list could not be written to {self.folder.skipped_files} ({exc.strerror})."
+        return f"{line}; all of them are listed in {self.folder.skipped_files}."
 
     # ----------------------------------------------------------------------------------------- one step
     def real_batch(self, step: int) -> torch.Tensor:
@@ -306,18 +336,11 @@ class Trainer:
             TrainingLog(folder, self.step, self.total_steps, writes=main, progress=self.progress) as log,
             GracefulStop() as stop,
         ):
-            if main:
-                folder.create()
-                cfg.save(folder.config)
-                if not folder.list_checkpoints():
-                    self.save_checkpoint()  # step 0: a NaN before the first interval still has a state to roll back to
-                if cfg.eval_every:
-                    self.best.prepare()
-            distributed.barrier(self.dist)  # every rank may roll back to the step-0 checkpoint
-            if self.data.skipped:
-                log.note(
-                    f"Skipped {len(self.data.skipped)} files that could not be decoded (e.g. {self.data.skipped[0]})."
-                )
+            # Every rank waits here: any of them may roll back to the step-0 checkpoint, and if rank 0 cannot write
+            # the folder all stop with its sentence.
+            distributed.from_main(self._start_folder, self.dist)
+            if self.data.skipped and main:
+                log.note(self._skipped_summary())
             while self.step < self.total_steps:
                 stats = self.train_step(self.real_batch(self.step), self.latent_batch())
                 if on_step is not None:

@@ -10,6 +10,8 @@ import builtins
 import errno
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,7 +29,7 @@ from dcgan.checkpoint import list_checkpoints, load
 from dcgan.cli import main
 from dcgan.errors import ConfigError
 from dcgan.models import Generator
-from dcgan.train import train
+from dcgan.train import Trainer, train
 from tests.conftest import shapes_data, tiny_config, train_tiny
 
 NO_SPACE = os.strerror(errno.ENOSPC)
@@ -247,3 +249,77 @@ def test_the_count_of_undecodable_files_is_shown(
         shown = capsys.readouterr()
         text = shown.out + shown.err
         assert "Skipped 3 files that could not be decoded" in text, text[-1500:]
+
+
+def test_thousands_of_undecodable_files_are_one_line_and_a_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Row "thousands of undecodable files": 2,000 broken files among 32 images are skipped with one line (the
+    count, three names, where all of them are listed) and the run trains on the 32; a folder of nothing but
+    those files stops with one sentence, exit 2, before a run folder is made."""
+    monkeypatch.setenv("DCGAN_CACHE", str(tmp_path / "cache"))
+    data = _image_folder(tmp_path / "images", n=32)
+    junk = data / "junk"
+    junk.mkdir()
+    for i in range(2000):
+        (junk / f"{i:04d}.jpg").write_bytes(b"\xff\xd8\xff not a JPEG %d" % i)
+    out = tmp_path / "run"
+    assert main(_train_argv(data, out, 2, "--no-progress")) == 0
+    shown = capsys.readouterr()
+    said = [line for line in (shown.out + shown.err).splitlines() if "could not be decoded" in line]
+    listed = out / "skipped-files.txt"
+    assert said == [
+        "Skipped 2,000 files that could not be decoded (e.g. junk/0000.jpg, junk/0001.jpg, junk/0002.jpg, ...); "
+        f"all of them are listed in {listed}."
+    ]
+    assert sorted(listed.read_text().splitlines()) == sorted(str(f) for f in junk.iterdir())
+    assert load(out)["step"] == 2, "the run trained on the good images"
+
+    assert main(_train_argv(junk, tmp_path / "junk-run", 2, "--no-progress")) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert [line for line in re.split(r"[\r\n]", err) if line.startswith("error:")] == [
+        f"error: --data {junk}: none of its 2,000 image files could be decoded (e.g. 0000.jpg, 0001.jpg, 0002.jpg, ...)."
+    ]
+    assert not (tmp_path / "junk-run").exists()
+
+
+# ------------------------------------------------------------------------------------------- changing data
+def test_files_changed_during_a_run_leave_it_alone_and_the_next_run_decodes_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Row "a file that changes or vanishes during training": the data is decoded before the first step, so
+    deleting, rewriting and truncating files mid-run leaves every step what it was (the run ends bit for bit as
+    one on an untouched copy); the next run finds the folder changed, says so and decodes it again."""
+    monkeypatch.setenv("DCGAN_CACHE", str(tmp_path / "cache"))
+    data = _image_folder(tmp_path / "images", n=48)
+    untouched = shutil.copytree(data, tmp_path / "untouched")
+    rng = np.random.default_rng(1)
+
+    def change_files(trainer: Trainer, stats: torch.Tensor) -> None:
+        if trainer.step == 1:
+            names = sorted(data.iterdir())
+            for gone in names[:8]:
+                gone.unlink()
+            for changed in names[8:16]:
+                Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(changed)
+            names[-1].write_bytes(names[-1].read_bytes()[:40])
+
+    for folder, hook in ((data, change_files), (untouched, None)):
+        config = tiny_config(
+            data=str(folder), channels=3, batch_size=16, steps=4, checkpoint_every=2, sample_every=1000,
+            gemm_conv=False, channels_last=False,
+        )  # fmt: skip
+        Trainer(config, tmp_path / f"{folder.name}-run", progress=False).fit(on_step=hook)
+    changed, same = load(tmp_path / "images-run"), load(tmp_path / "untouched-run")
+    for part in ("generator", "discriminator"):
+        assert all(torch.equal(changed[part][k], same[part][k]) for k in same[part]), f"{part} as if nothing changed"
+
+    assert main(["train", "--out", str(tmp_path / "images-run"), "--resume", "--steps", "5", "--no-progress"]) == 0
+    shown = capsys.readouterr()
+    text = shown.out + shown.err
+    assert (
+        f"warning: --data {data} changed since it was decoded into the cache (48 image files then, 40 now); "
+        "decoding it again." in text
+    ), text[-2000:]
+    assert "Skipped 1 files that could not be decoded (e.g. 047.png)" in text, "the truncated file, found by decoding"

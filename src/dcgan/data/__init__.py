@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from dcgan.data import cache, labels, registry
-from dcgan.data.folder import decode_folder, fingerprint, list_images
+from dcgan.data.folder import IMAGE_SUFFIXES, decode_folder, scan
 from dcgan.data.readers import DEBIAN_FASHION_MNIST, NotFound, Request, Split
 from dcgan.data.registry import DataSet
 from dcgan.data.transform import convert_channels, resize_batch
@@ -100,10 +100,8 @@ def _ask(entry: DataSet, step: Callable[[Request], T], request: Request) -> T:
         raise DataError(f"{exc.what} not found for --data {request.name}: looked for {looked}. {entry.hint}") from None
 
 
-def _read_folder(folder: Path, files: list[Path], size: int, channels: int) -> Split:
-    if not files:
-        raise DataError(f"--data {folder} holds no image files.")
-    decoded = decode_folder(folder, size, channels)
+def _read_folder(folder: Path, files: list[str], size: int, channels: int) -> Split:
+    decoded = decode_folder(folder, files, size, channels)
     return Split(decoded.images, None, str(folder), decoded.files, decoded.skipped)
 
 
@@ -149,20 +147,33 @@ def load_images(
     request = Request(data, split, tuple(roots), image_size, channels)
     folder, files = Path(data).expanduser().resolve(), []
     source_id: object = [str(r.resolve()) for r in roots]
+    content: str | None = None  # what changes when the files do; a cached copy of other content is redone
     if entry is None:
-        files = list_images(folder)
-        source_id = fingerprint(files)
+        listing = scan(folder)
+        if not listing.files:
+            raise DataError(
+                f"--data {folder} holds no image files (looked recursively for "
+                f"{', '.join(sorted(IMAGE_SUFFIXES)[:6])}, ...; {listing.others:,} other files)."
+            )
+        files, source_id, content = listing.files, str(folder), listing.digest
     else:
         if split not in entry.splits:
             raise DataError(f"{data} has only a {' and a '.join(entry.splits)} split.")
         if download and entry.download is not None:
             _download(data, entry.download, roots[0], split)
         if entry.fingerprint is not None:
-            source_id = _ask(entry, entry.fingerprint, request)
+            content = cache.cache_key(_ask(entry, entry.fingerprint, request))
     key = f"{data.replace(':', '-').replace('/', '_')[-40:]}-{split}-{image_size}-{channels}-" + cache.cache_key(
-        data, split, image_size, channels, source_id, 2
+        data, split, image_size, channels, source_id, 3
     )
     cached = cache.load_cached(key) if use_cache else None
+    if cached is not None and cached[2].get("content") != content:
+        then = len(cached[2].get("files") or cached[0]) + len(cached[2].get("skipped", []))
+        counts = f"{then:,} image files then, {len(files):,} now" if files and then != len(files) else "files modified"
+        warnings.warn(
+            f"--data {data} changed since it was decoded into the cache ({counts}); decoding it again.", stacklevel=2
+        )
+        cached = None
     if cached is not None:
         images, stored_labels, meta = cached
         loaded = ImageData(
@@ -177,7 +188,7 @@ def load_images(
     images_arr = resize_batch(convert_channels(found.images, channels), image_size)
     if len(images_arr) == 0:
         raise DataError(f"--data {data} holds no images.")
-    meta = {"source": found.source, "skipped": found.skipped, "files": found.files}
+    meta = {"source": found.source, "skipped": found.skipped, "files": found.files, "content": content}
     if use_cache:
         cache.store_cached(key, images_arr, labels_arr, meta)
     loaded = ImageData(
