@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -49,9 +50,9 @@ def explorer(request: pytest.FixtureRequest) -> Explorer:
     return Explorer.from_checkpoint(run)
 
 
-@pytest.fixture(scope="module")
-def server(explorer: Explorer) -> Iterator[str]:
-    """`dcgan serve`'s app under uvicorn on a free local port, in a thread of this process."""
+@contextmanager
+def serving(explorer: Explorer) -> Iterator[str]:
+    """`dcgan serve`'s app under uvicorn on a free local port, in a thread of this process; yields its URL."""
     port = free_port()
     app = create_app(explorer, local_only=True)
     instance = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -64,6 +65,12 @@ def server(explorer: Explorer) -> Iterator[str]:
     yield f"http://127.0.0.1:{port}"
     instance.should_exit = True
     thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(explorer: Explorer) -> Iterator[str]:
+    with serving(explorer) as url:
+        yield url
 
 
 @pytest.fixture()
@@ -192,3 +199,61 @@ def test_numbered_sheet_downloads_as_png(page: Page, server: str, explorer: Expl
     path = download.value.path()
     with Image.open(path) as sheet:
         assert sheet.format == "PNG" and sheet.width > 8 * explorer.generator.image_size
+
+
+# ----------------------------------------------------------------------------------------------- a conditional model
+@pytest.fixture(scope="module")
+def conditional() -> Explorer:
+    """A class-conditional explorer: DCGAN_WEB_CONDITIONAL_RUN's run, else a tiny G of three named classes."""
+    from .test_classes import conditional_generator
+
+    run = os.environ.get("DCGAN_WEB_CONDITIONAL_RUN")
+    return Explorer.from_checkpoint(run) if run else Explorer(conditional_generator(), 5, "pets/step-00000005.pt")
+
+
+def test_a_conditional_model_draws_the_chosen_class_and_every_class(page: Page, conditional: Explorer) -> None:
+    """The class picker redraws the same z in the chosen class, chosen samples stay chosen, and the every-class
+    view shows one row per class. Set DCGAN_WEB_CONDITIONAL_SCREENSHOT to a .png path to keep a screenshot."""
+    g = conditional.generator
+    names = list(g.classes)
+    with serving(conditional) as url:
+        page.goto(url)
+        page.wait_for_selector("body[data-ready='1']")
+        settle(page)
+        assert page.is_visible("#class-picker") and page.is_visible("#every-class")
+        labels = page.locator("#class option").all_inner_texts()
+        assert len(labels) == g.num_classes and labels[1] in (names[1], f"1: {names[1]}")
+        z = latents(64, g.nz, conditional.prior, 0)
+        tiles = page.locator("#sheet .tile")
+        first = conditional.sheet(0, 0, 2, 0)["images"]
+        assert close(decode(state(page, "dcganState.samples[0].src")), decode(first[0]))
+        # the every-class view: the first 8 samples in every class, then the ones picked for it
+        first_eight = conditional.classes(z[:8].tolist())
+        assert page.locator("#classes-rows .class-name").all_inner_texts() == names
+        shown = page.locator("#classes-rows img")
+        assert shown.count() == 8 * g.num_classes
+        assert close(decode(shown.nth(8 + 2).get_attribute("src") or ""), decode(first_eight["images"][1][2]))
+        last = g.num_classes - 1
+        page.check("input[name='target'][value='classes']")
+        tiles.nth(3).click()
+        tiles.nth(5).click()
+        settle(page)
+        assert page.locator("#classes-tray .tile").count() == 2
+        want = conditional.classes(z[[3, 5]].tolist())
+        assert shown.count() == 2 * g.num_classes and page.get_attribute("#classes-png", "href") == want["grid"]
+        assert close(decode(shown.nth(2 * last + 1).get_attribute("src") or ""), decode(want["images"][last][1]))
+        # walk ends chosen in class 0, then another class: the same z, redrawn
+        page.check("input[name='target'][value='walk']")
+        tiles.nth(10).click()
+        tiles.nth(20).click()
+        settle(page)
+        page.select_option("#class", str(last))
+        settle(page)
+        assert np.allclose(state(page, "dcganState.samples.map(s => s.z)"), z.numpy())
+        redrawn = conditional.sheet(0, 10, 1, last)["images"][0]
+        assert close(decode(state(page, "dcganState.samples[10].src")), decode(redrawn))
+        assert close(decode(page.get_attribute("#walk-frame", "src") or ""), decode(redrawn))
+        assert close(decode(page.get_attribute("#walk-ends .tile img", "src") or ""), decode(redrawn))
+        assert page.locator("#walk-ends .tile").count() == 2 and page.locator("#sheet .tile.in-walk").count() == 2
+        if screenshot := os.environ.get("DCGAN_WEB_CONDITIONAL_SCREENSHOT"):
+            save_screenshot(page, Path(screenshot))

@@ -6,6 +6,10 @@ filter dropping works by hooking it, so every use of it holds `lock`; a projecti
 runs on its own copy under its own lock, so sample sheets stay quick while an upload is being projected.
 Inside a server, waiting for either lock ends at the request's deadline, and a projection checks its deadline
 before every step of its optimisation (`dcgan.web.limits`); called from Python, nothing has a deadline.
+
+A class-conditional generator draws in the class each request names (`klass`: a class name or id, checked by
+`class_id`); its z are the same in every class, so a sample keeps its z when the page switches classes, and
+`every_class` draws the same z in each class.
 """
 
 from __future__ import annotations
@@ -24,10 +28,11 @@ from typing import Any
 import torch
 from PIL import Image
 
+from dcgan.conditional import ClassGenerator, class_list, every_class
 from dcgan.errors import ConfigError, DataError
 from dcgan.inspection import drop_filters, num_filters
-from dcgan.latent import attribute_direction, interpolate, numbered_sheet, save_z, vector_arithmetic
-from dcgan.models import Generator
+from dcgan.latent import attribute_direction, interpolate, numbered_sheet, row_labelled, save_z, vector_arithmetic
+from dcgan.models import Generator, resolve_class
 from dcgan.plan.inference import generator_plan, running
 from dcgan.projection import project
 from dcgan.sample import generate, grid_image, latents, to_uint8
@@ -139,15 +144,36 @@ class Explorer:
             raise ConfigError(f"{what} holds a vector of length {bad[0]}; this generator takes vectors of {nz}.")
         return torch.tensor(rows, dtype=torch.float32)
 
+    def class_id(self, klass: str | int | None) -> int | None:
+        """The class a request names (a name or an id) as an id; None for an unconditional generator.
+
+        Raises:
+            ConfigError: a class for an unconditional generator, none for a conditional one, an unknown name or an
+                id out of range; one sentence naming the valid classes.
+        """
+        if klass is None:
+            if self.generator.num_classes:
+                raise ConfigError(
+                    f"This generator is class-conditional: give a class, one of {class_list(self.generator)}."
+                )
+            return None
+        return resolve_class(self.generator, klass)
+
+    def drawing(self, klass: str | int | None) -> Generator | ClassGenerator:
+        """The generator of z that draws in the class named: G itself for an unconditional G."""
+        label = self.class_id(klass)
+        return self.generator if label is None else ClassGenerator(self.generator, label)
+
     @contextlib.contextmanager
     def _holding_g(self) -> Iterator[None]:
         """The shared G for this thread: its lock held (`holding`: until the request's deadline), its plan applied."""
         with holding(self.lock), running(self.plan):
             yield
 
-    def _generate(self, z: torch.Tensor) -> torch.Tensor:
+    def _generate(self, z: torch.Tensor, klass: str | int | None = None) -> torch.Tensor:
+        generator = self.drawing(klass)
         with self._holding_g():
-            return generate(self.generator, z)
+            return generate(generator, z)
 
     # ------------------------------------------------------------------------------------------- results
 
@@ -156,28 +182,62 @@ class Explorer:
         return {
             "name": self.name, "step": self.step, "prior": self.prior, "nz": g.nz,
             "image_size": g.image_size, "channels": g.channels, "layers": self.layers,
+            "classes": list(g.classes) if g.num_classes else [],
         }  # fmt: skip
 
-    def sheet(self, seed: int, start: int, n: int) -> dict[str, Any]:
-        """Samples start .. start+n-1 of the seed's sheet: the same numbers `dcgan sample --seed` gives."""
+    def sheet(self, seed: int, start: int, n: int, klass: str | int | None = None) -> dict[str, Any]:
+        """Samples start .. start+n-1 of the seed's sheet: the same numbers `dcgan sample --seed` gives (in class
+        `klass` for a conditional generator)."""
         z = latents(start + n, self.generator.nz, self.prior, seed)[start:]
-        images = self._generate(z)
-        return {"seed": seed, "start": start, "z": z.tolist(), "images": pngs(images)}
+        images = self._generate(z, klass)
+        return {"seed": seed, "start": start, "z": z.tolist(), "images": pngs(images), **self._class_of(klass)}
 
-    def sheet_png(self, seed: int, start: int, n: int) -> str:
+    def sheet_png(self, seed: int, start: int, n: int, klass: str | int | None = None) -> str:
         """The numbered sheet (each image's sheet number drawn on it), as one PNG."""
         z = latents(start + n, self.generator.nz, self.prior, seed)[start:]
-        return png(numbered_sheet(self._generate(z), start=start))
+        return png(numbered_sheet(self._generate(z, klass), start=start))
+
+    def _class_of(self, klass: str | int | None) -> dict[str, Any]:
+        """{"class": id, "class_name": name} of the class a request named, for its answer; {} if unconditional."""
+        label = self.class_id(klass)
+        return {} if label is None else {"class": label, "class_name": self.generator.classes[label]}
+
+    def classes(self, rows: list[list[float]]) -> dict[str, Any]:
+        """The same z drawn in every class: a conditional generator's style (z) apart from its class (the label).
+
+        Returns {"classes": names, "images": one list of PNGs per class, "grid": one row per class, each row
+        labelled with its class, one column per z}.
+        """
+        if not self.generator.num_classes:
+            raise ConfigError("This generator is unconditional: it has no classes to draw the same z in.")
+        z = self.vectors(rows, "z")
+        with self._holding_g():
+            images = every_class(self.generator, z)
+        names = list(self.generator.classes)
+        grid = grid_image(images.flatten(0, 1), nrow=z.shape[0])
+        return {
+            "classes": names,
+            "images": [pngs(row) for row in images],
+            "grid": png(row_labelled(grid, names, self.generator.image_size + 2, top=2)),
+            "z": z.tolist(),
+        }
 
     def arithmetic(
-        self, a: list[list[float]], b: list[list[float]], c: list[list[float]], noise: float, seed: int
+        self,
+        a: list[list[float]],
+        b: list[list[float]],
+        c: list[list[float]],
+        noise: float,
+        seed: int,
+        klass: str | int | None = None,
     ) -> dict[str, Any]:
         """mean(A) - mean(B) + mean(C) and 8 noisy neighbours (paper Figure 7)."""
         from dcgan.latent import arithmetic_figure
 
+        generator = self.drawing(klass)
         za, zb, zc = (self.vectors(rows, f"Group {name}") for rows, name in ((a, "A"), (b, "B"), (c, "C")))
         with self._holding_g():
-            result = vector_arithmetic(self.generator, za, zb, zc, noise=noise, n_noisy=8, seed=seed)
+            result = vector_arithmetic(generator, za, zb, zc, noise=noise, n_noisy=8, seed=seed)
         images = result.result_images
         tiles = torch.cat([images[1:5], images[:1], images[5:9]])  # the result in the middle of a 3x3 grid
         z = torch.cat([result.result[None], result.noisy])
@@ -191,21 +251,30 @@ class Explorer:
             "z": z.tolist(),
         }
 
-    def walk(self, z0: list[float], z1: list[float], steps: int, method: str) -> dict[str, Any]:
+    def walk(
+        self, z0: list[float], z1: list[float], steps: int, method: str, klass: str | int | None = None
+    ) -> dict[str, Any]:
         """`steps` samples on the straight or spherical path from z0 to z1."""
         ends = self.vectors([z0, z1], "The walk's end points")
         path = interpolate(ends[0], ends[1], steps, method)
-        images = self._generate(path)
+        images = self._generate(path, klass)
         return {"images": pngs(images), "strip": png(grid_image(images, nrow=steps)), "z": path.tolist()}
 
     def direction(
-        self, a: list[list[float]], b: list[list[float]], start: list[float], steps: int, span: float
+        self,
+        a: list[list[float]],
+        b: list[list[float]],
+        start: list[float],
+        steps: int,
+        span: float,
+        klass: str | int | None = None,
     ) -> dict[str, Any]:
         """The start sample moved along mean(A) - mean(B) by amounts from -span to span (paper Figure 8)."""
+        generator = self.drawing(klass)
         za, zb = self.vectors(a, "Group A"), self.vectors(b, "Group B")
         starts = self.vectors([start], "The start")
         with self._holding_g():
-            result = attribute_direction(self.generator, za, zb, starts, steps=steps, span=span)
+            result = attribute_direction(generator, za, zb, starts, steps=steps, span=span)
         return {
             "images": pngs(result.images),
             "strip": png(grid_image(result.images, nrow=steps)),
@@ -213,26 +282,34 @@ class Explorer:
             "z": result.z.tolist(),
         }
 
-    def drop(self, rows: list[list[float]], layer: int, filters: list[int]) -> dict[str, Any]:
+    def drop(
+        self, rows: list[list[float]], layer: int, filters: list[int], klass: str | int | None = None
+    ) -> dict[str, Any]:
         """G(z) with the given filters of `layer` switched off, next to G(z) with all of them on."""
+        generator = self.drawing(klass)
         z = self.vectors(rows, "z")
-        count = num_filters(self.generator, layer)
+        count = num_filters(generator, layer)
         wrong = [f for f in filters if not 0 <= f < count]
         if wrong:
             raise ConfigError(f"Filter {wrong[0]} does not exist: layer {layer} has filters 0 to {count - 1}.")
         with self._holding_g():  # the hook is on the shared G: no other request may run it meanwhile
-            dropped = drop_filters(self.generator, z, layer, sorted(set(filters)))
-            kept = generate(self.generator, z)
+            dropped = drop_filters(generator, z, layer, sorted(set(filters)))
+            kept = generate(generator, z)
         return {
             "images": pngs(dropped), "original": pngs(kept),
             "grid": png(grid_image(dropped)), "original_grid": png(grid_image(kept)),
         }  # fmt: skip
 
-    def project_upload(self, data: bytes, steps: int, restarts: int, seed: int) -> dict[str, Any]:
-        """An uploaded image brought into z (`dcgan.projection.project`): the image as G sees it, G(z) and z."""
+    def project_upload(
+        self, data: bytes, steps: int, restarts: int, seed: int, klass: str | int | None = None
+    ) -> dict[str, Any]:
+        """An uploaded image brought into z (`dcgan.projection.project`): the image as G sees it, G(z) and z. A
+        conditional generator projects it within the class named (the class the image shows)."""
+        label = self.class_id(klass)
+        projector = self._projector if label is None else ClassGenerator(self._projector, label)
         target = read_upload(data, self.generator.image_size, self.generator.channels)
         with holding(self.projection_lock):
-            found = project(self._projector, target, steps=steps, restarts=restarts, seed=seed)
+            found = project(projector, target, steps=steps, restarts=restarts, seed=seed)
         return {
             "target": png(image_of(target[0])),
             "image": png(image_of(found.reconstructions[0])),

@@ -1,7 +1,8 @@
 """The web page's server: one HTML page with its own JS and CSS (no CDN, no build step) and a JSON API.
 
 Every request is checked before it reaches the model: sizes, counts, seeds, vector lengths, layer and filter
-numbers, and uploads (type, 5 MB, decodable by Pillow). A bad request gets a 4xx answer `{"error": "..."}` with
+numbers, classes (a class-conditional generator's requests name one; an unconditional one's may not), and
+uploads (type, 5 MB, decodable by Pillow). A bad request gets a 4xx answer `{"error": "..."}` with
 one sentence saying what was wrong. No request names a file: latent vectors travel in the request body, and the
 only files the server reads are its own static assets.
 
@@ -40,6 +41,8 @@ MAX_SHEET_END = 4096
 MAX_GROUP = 32
 MAX_STEPS = 64
 MAX_PROJECT_STEPS = 1000
+#: Most images one "same z in every class" request draws (classes x vectors).
+MAX_EVERY_CLASS = 1024
 MAX_BODY_BYTES = MAX_UPLOAD_BYTES + 64 * 1024  # an upload plus its form fields; JSON bodies are far smaller
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -55,7 +58,18 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class SheetRequest(Strict):
+#: A class of a conditional generator, by name or id; the explorer checks it against the generator's classes.
+ClassName = Annotated[str, Field(min_length=1, max_length=200)] | int | None
+
+
+class InClass(Strict):
+    """A request that draws: for a class-conditional generator it names the class (JSON key `class`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+    klass: ClassName = Field(None, alias="class")
+
+
+class SheetRequest(InClass):
     seed: Seed = 0
     start: int = Field(0, ge=0)
     n: int = Field(64, ge=1, le=MAX_SHEET)
@@ -67,7 +81,7 @@ class SheetRequest(Strict):
         return self
 
 
-class ArithmeticRequest(Strict):
+class ArithmeticRequest(InClass):
     a: Group
     b: Group
     c: Group
@@ -75,14 +89,14 @@ class ArithmeticRequest(Strict):
     seed: Seed = 0
 
 
-class WalkRequest(Strict):
+class WalkRequest(InClass):
     z0: Vector
     z1: Vector
     steps: Steps = 17
     method: Literal["linear", "slerp"] = "linear"
 
 
-class DirectionRequest(Strict):
+class DirectionRequest(InClass):
     a: Group
     b: Group
     start: Vector
@@ -90,10 +104,14 @@ class DirectionRequest(Strict):
     span: float = Field(1.5, gt=0, le=5, allow_inf_nan=False)
 
 
-class FiltersRequest(Strict):
+class FiltersRequest(InClass):
     z: Annotated[list[Vector], Field(min_length=1, max_length=64)]
     layer: int = Field(ge=0, le=64)
     filters: Annotated[list[Annotated[int, Field(ge=0)]], Field(max_length=8192)]
+
+
+class ClassesRequest(Strict):
+    z: Annotated[list[Vector], Field(min_length=1, max_length=MAX_GROUP)]
 
 
 class NpyRequest(Strict):
@@ -126,6 +144,7 @@ def create_app(explorer: Explorer, *, local_only: bool = False, limits: ServerLi
     app.state.lanes = lanes
     request_limits = {"sheet": MAX_SHEET, "sheet_end": MAX_SHEET_END, "group": MAX_GROUP, "steps": MAX_STEPS,
                       "project_steps": MAX_PROJECT_STEPS, "upload_mb": MAX_UPLOAD_BYTES // 2**20,
+                      "every_class": MAX_EVERY_CLASS,
                       "timeout_s": limits.timeout_s, "project_timeout_s": limits.project_timeout_s}  # fmt: skip
     facts = explorer.info() | {"limits": request_limits}  # fixed for the server's life: computed once
 
@@ -188,27 +207,37 @@ def create_app(explorer: Explorer, *, local_only: bool = False, limits: ServerLi
 
     @app.post("/api/sheet")
     async def sheet(req: SheetRequest) -> Response:
-        return await answer("generate", explorer.sheet, req.seed, req.start, req.n)
+        return await answer("generate", explorer.sheet, req.seed, req.start, req.n, req.klass)
 
     @app.post("/api/sheet.png")
     async def sheet_png(req: SheetRequest) -> Response:
-        return await answer("generate", lambda: {"image": explorer.sheet_png(req.seed, req.start, req.n)})
+        return await answer("generate", lambda: {"image": explorer.sheet_png(req.seed, req.start, req.n, req.klass)})
 
     @app.post("/api/arithmetic")
     async def arithmetic(req: ArithmeticRequest) -> Response:
-        return await answer("generate", explorer.arithmetic, req.a, req.b, req.c, req.noise, req.seed)
+        return await answer("generate", explorer.arithmetic, req.a, req.b, req.c, req.noise, req.seed, req.klass)
 
     @app.post("/api/walk")
     async def walk(req: WalkRequest) -> Response:
-        return await answer("generate", explorer.walk, req.z0, req.z1, req.steps, req.method)
+        return await answer("generate", explorer.walk, req.z0, req.z1, req.steps, req.method, req.klass)
 
     @app.post("/api/direction")
     async def direction(req: DirectionRequest) -> Response:
-        return await answer("generate", explorer.direction, req.a, req.b, req.start, req.steps, req.span)
+        return await answer("generate", explorer.direction, req.a, req.b, req.start, req.steps, req.span, req.klass)
 
     @app.post("/api/filters")
     async def filters(req: FiltersRequest) -> Response:
-        return await answer("generate", explorer.drop, req.z, req.layer, req.filters)
+        return await answer("generate", explorer.drop, req.z, req.layer, req.filters, req.klass)
+
+    @app.post("/api/classes")
+    async def classes(req: ClassesRequest) -> Response:
+        count = max(1, len(facts["classes"])) * len(req.z)
+        if count > MAX_EVERY_CLASS:
+            raise HTTPException(
+                422, f"{len(req.z)} vectors in {len(facts['classes'])} classes are {count} images; the limit is "
+                f"{MAX_EVERY_CLASS}."
+            )  # fmt: skip
+        return await answer("generate", explorer.classes, req.z)
 
     @app.post("/api/project")
     async def project(
@@ -216,6 +245,7 @@ def create_app(explorer: Explorer, *, local_only: bool = False, limits: ServerLi
         steps: Annotated[int, Form(ge=1, le=MAX_PROJECT_STEPS)] = 100,
         restarts: Annotated[int, Form(ge=1, le=8)] = 2,
         seed: Annotated[int, Form(ge=0, le=MAX_SEED)] = 0,
+        klass: Annotated[str | None, Form(alias="class", max_length=200)] = None,
     ) -> Response:
         kind = (file.content_type or "").split(";")[0].strip().lower()
         if not (kind.startswith("image/") or kind in ("", "application/octet-stream")):
@@ -227,7 +257,7 @@ def create_app(explorer: Explorer, *, local_only: bool = False, limits: ServerLi
         data = await file.read(MAX_UPLOAD_BYTES + 1)
         if len(data) > MAX_UPLOAD_BYTES:
             raise HTTPException(413, f"The upload is over {MAX_UPLOAD_BYTES // 2**20} MB, the limit.")
-        return await answer("project", explorer.project_upload, data, steps, restarts, seed)
+        return await answer("project", explorer.project_upload, data, steps, restarts, seed, klass)
 
     @app.post("/api/z.npy")
     async def z_file(req: NpyRequest) -> Response:

@@ -9,7 +9,9 @@ const state = {
   seed: 0,
   samples: [], // {key, label, z, src}: the sheet, in sheet order
   uploads: [], // projected uploads, same shape
-  groups: { a: [], b: [], c: [], walk: [], start: [] },
+  groups: { a: [], b: [], c: [], walk: [], start: [], classes: [] },
+  classId: null, // a class-conditional model: the class every picture is drawn in (its id)
+  classes: null, // the answer of the "same z in every class" view
   arithSeed: 0,
   walk: null, // {z, images, strip}
   direction: null, // {z, images, strip, amounts}
@@ -68,6 +70,11 @@ async function downloadZ(z, name) {
   setTimeout(() => URL.revokeObjectURL(link.href), 10000);
 }
 
+// A class-conditional model draws every picture in the chosen class: each drawing request names it.
+function inClass(body) {
+  return state.info.classes.length ? { ...body, class: state.classId } : body;
+}
+
 function setImage(img, src) {
   img.src = src;
   img.hidden = !src;
@@ -86,16 +93,21 @@ async function loadSheet(append = false) {
   const start = append ? state.samples.length : 0;
   const n = Math.min(64, state.info.limits.sheet_end - start);
   if (n <= 0) return say(`A sheet holds at most ${state.info.limits.sheet_end} samples.`, true);
-  const answer = await call("sheet", "/api/sheet", { seed, start, n });
+  const answer = await call("sheet", "/api/sheet", inClass({ seed, start, n }));
   if (!answer) return;
   const fresh = answer.z.map((z, i) => ({
     key: `s${answer.seed}-${start + i}`, label: `#${start + i}`, z, src: answer.images[i],
   }));
   state.seed = answer.seed;
   state.samples = append ? state.samples.concat(fresh) : fresh;
+  // a sample keeps its z in every class: chosen samples stay chosen, drawn anew in the sheet's class
+  const byKey = new Map(fresh.map((s) => [s.key, s]));
+  for (const group of Object.values(state.groups)) group.forEach((s, i) => { if (byKey.has(s.key)) group[i] = byKey.get(s.key); });
   renderTiles($("sheet"), state.samples);
+  renderTrays();
   if (!append) refreshFilters();
   if (!state.groups.start.length) refreshDirection();
+  if (!state.groups.classes.length) refreshClasses();
 }
 
 function renderTiles(container, samples) {
@@ -133,6 +145,7 @@ function toggle(sample) {
   if (at >= 0) group.splice(at, 1);
   else if (name === "start") group.splice(0, group.length, sample);
   else if (name === "walk") group.splice(0, group.length, ...group.slice(-1), sample);
+  else if (name === "classes" && group.length >= 16) return say("The every-class view holds at most 16 samples.", true);
   else if (group.length >= state.info.limits.group) return say(`A group holds at most ${state.info.limits.group} samples.`, true);
   else group.push(sample);
   groupsChanged(name);
@@ -144,9 +157,10 @@ function groupsChanged(name) {
   if ("abc".includes(name)) refreshArithmetic();
   if ("ab".includes(name) || name === "start") refreshDirection();
   if (name === "walk") refreshWalk();
+  if (name === "classes") refreshClasses();
 }
 
-const BADGE = { a: "A", b: "B", c: "C", walk: "W", start: "S" };
+const BADGE = { a: "A", b: "B", c: "C", walk: "W", start: "S", classes: "E" };
 
 function markMembership() {
   for (const box of document.querySelectorAll("#sheet .tile, #uploads .tile")) {
@@ -157,7 +171,7 @@ function markMembership() {
 }
 
 function renderTrays() {
-  for (const [name, id] of [["a", "tray-a"], ["b", "tray-b"], ["c", "tray-c"], ["walk", "walk-ends"], ["start", "dir-start"]]) {
+  for (const [name, id] of [["a", "tray-a"], ["b", "tray-b"], ["c", "tray-c"], ["walk", "walk-ends"], ["start", "dir-start"], ["classes", "classes-tray"]]) {
     $(id).replaceChildren(...state.groups[name].map((s) => tile(s, () => {
       state.groups[name].splice(state.groups[name].indexOf(s), 1);
       groupsChanged(name);
@@ -171,7 +185,7 @@ async function refreshArithmetic() {
   const { a, b, c } = state.groups;
   if (!a.length || !b.length || !c.length) return;
   const body = { a: a.map((s) => s.z), b: b.map((s) => s.z), c: c.map((s) => s.z), noise: Number($("noise").value), seed: state.arithSeed };
-  const answer = await call("arithmetic", "/api/arithmetic", body);
+  const answer = await call("arithmetic", "/api/arithmetic", inClass(body));
   if (!answer) return;
   state.arithmetic = answer;
   ["a", "b", "c"].forEach((g, i) => setImage($(`mean-${g}`), answer.means[i]));
@@ -193,7 +207,7 @@ async function refreshArithmetic() {
 async function refreshWalk() {
   const ends = state.groups.walk;
   if (ends.length < 2) return;
-  const answer = await call("walk", "/api/walk", { z0: ends[0].z, z1: ends[1].z, steps: 17, method: $("walk-method").value });
+  const answer = await call("walk", "/api/walk", inClass({ z0: ends[0].z, z1: ends[1].z, steps: 17, method: $("walk-method").value }));
   if (!answer) return;
   state.walk = answer;
   const slider = $("walk-slider");
@@ -218,7 +232,7 @@ async function refreshDirection() {
   const start = state.groups.start[0] || state.samples[0];
   if (!a.length || !b.length || !start) return;
   const body = { a: a.map((s) => s.z), b: b.map((s) => s.z), start: start.z, steps: 17, span: 1.5 };
-  const answer = await call("direction", "/api/direction", body);
+  const answer = await call("direction", "/api/direction", inClass(body));
   if (!answer) return;
   state.direction = answer;
   const slider = $("dir-slider");
@@ -235,6 +249,40 @@ function showDirectionFrame() {
   $("dir-amount").textContent = state.direction.amounts[i].toFixed(2);
   setImage($("dir-frame"), state.direction.images[i]);
   setLink("dir-png", state.direction.images[i]);
+}
+
+// ------------------------------------------------------------------------------------------ every class
+
+async function refreshClasses() {
+  if (!state.info.classes.length) return;
+  const chosen = state.groups.classes.length ? state.groups.classes : state.samples.slice(0, 8);
+  if (!chosen.length) return;
+  const answer = await call("classes", "/api/classes", { z: chosen.map((s) => s.z) });
+  if (!answer) return;
+  state.classes = answer;
+  const rows = $("classes-rows");
+  rows.style.gridTemplateColumns = `max-content repeat(${chosen.length}, max-content)`;
+  rows.replaceChildren(...answer.classes.flatMap((name, k) => {
+    const label = document.createElement("span");
+    label.className = "class-name";
+    label.textContent = name;
+    return [label, ...answer.images[k].map((src, i) => {
+      const img = document.createElement("img");
+      img.src = src;
+      img.alt = `${chosen[i].label} as ${name}`;
+      img.title = img.alt;
+      return img;
+    })];
+  }));
+  setLink("classes-png", answer.grid);
+}
+
+async function chooseClass() {
+  state.classId = Number($("class").value);
+  await loadSheet(); // the same z, drawn in the new class; the other views follow
+  refreshArithmetic();
+  refreshWalk();
+  if (state.groups.start.length) refreshDirection();
 }
 
 // ------------------------------------------------------------------------------------------ filters
@@ -265,7 +313,7 @@ function refreshFilters() {
     const z = state.samples.slice(0, 16).map((s) => s.z);
     if (!z.length) return;
     $("filters-count").textContent = `${state.dropped.size} of ${state.info.layers[state.layer]} filters off`;
-    const answer = await call("filters", "/api/filters", { z, layer: state.layer, filters: [...state.dropped] });
+    const answer = await call("filters", "/api/filters", inClass({ z, layer: state.layer, filters: [...state.dropped] }));
     if (!answer) return;
     setImage($("filters-original"), answer.original_grid);
     setImage($("filters-dropped"), answer.grid);
@@ -291,6 +339,7 @@ async function projectUpload() {
   form.append("file", file);
   form.append("steps", $("project-steps").value);
   form.append("restarts", $("project-restarts").value);
+  if (state.info.classes.length) form.append("class", String(state.classId));
   say(`Projecting ${file.name}…`);
   const answer = await call("project", "/api/project", form);
   if (!answer) return;
@@ -314,7 +363,15 @@ async function start() {
   if (!info) return;
   state.info = info;
   const shape = `${info.channels}×${info.image_size}×${info.image_size}`;
-  $("model").textContent = `${info.name}, step ${info.step}: z of ${info.nz} (${info.prior}) → ${shape}`;
+  const conditional = info.classes.length ? `, ${info.classes.length} classes` : "";
+  $("model").textContent = `${info.name}, step ${info.step}: z of ${info.nz} (${info.prior})${conditional} → ${shape}`;
+  if (info.classes.length) {
+    $("class").replaceChildren(...info.classes.map((name, i) => new Option(name === String(i) ? name : `${i}: ${name}`, String(i))));
+    state.classId = 0;
+    for (const id of ["class-picker", "target-classes", "every-class"]) $(id).hidden = false;
+    $("class").addEventListener("change", chooseClass);
+    $("classes-z").addEventListener("click", () => downloadZ(state.classes?.z, "every_class"));
+  }
   $("layer").replaceChildren(...info.layers.map((count, i) => new Option(`${i} (${count} filters)`, String(i))));
   renderFilterButtons();
 
@@ -325,7 +382,7 @@ async function start() {
   });
   $("more").addEventListener("click", () => loadSheet(true));
   $("sheet-png").addEventListener("click", async () => {
-    const answer = await call("sheet-png", "/api/sheet.png", { seed: state.seed, start: 0, n: Math.min(state.samples.length, state.info.limits.sheet) });
+    const answer = await call("sheet-png", "/api/sheet.png", inClass({ seed: state.seed, start: 0, n: Math.min(state.samples.length, state.info.limits.sheet) }));
     if (!answer) return;
     const link = document.createElement("a");
     link.href = answer.image;
