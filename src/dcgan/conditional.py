@@ -46,6 +46,7 @@ class ClassGenerator(Generator):
         self.num_classes, self.conditioning, self.classes = 0, "none", ()
         #: The class's name (`generator.classes[label]`).
         self.class_name = generator.classes[self.label]
+        self.training = generator.training  # in G's mode, so that code restoring "its" mode leaves G's as it was
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if labels is not None:
