@@ -8,8 +8,20 @@ AVX-512-bf16, cores), the execution plan `--precision auto` chooses here (the se
 this run and the limit it implies for the auto plan's precision, sampling throughput and the data pipeline's own
 rate.
 
+With `--end-to-end FOLDER` it instead times whole runs from the command line, side by side: one epoch of
+`dcgan train --data FOLDER --image-size 64 --epochs 1` (its default plan; start-up, decoding and the final
+checkpoint included), first with an empty decode cache and then again with the folder cached, against
+`benchmarks/reference_dcgan.py --dataroot FOLDER --niter 1` (pytorch/examples' dcgan/main.py at its defaults:
+batch 64, 2 loader workers), each from its launch to its last checkpoint file. The cold run gets a fresh
+`DCGAN_CACHE` holding only this machine's cached plans (`plans.json`, `inference.json`), so the folder is decoded
+inside the time but no plan is measured there that a user's second run would not pay; the warm run reuses that
+cache, as a user's second run would. The folder's files are read once beforehand, so that neither side pays for
+the OS's first read of them.
+
     python benchmarks/train_speed.py                 # the paper's 64x64 setup and 32x32, every option
     python benchmarks/train_speed.py --sizes 64 --steps 10 --compile
+    python benchmarks/train_speed.py --end-to-end ../shared/data/faces/utkface64
+    python benchmarks/train_speed.py --end-to-end ../shared/data/faces/utkface64 --end-to-end-limit 256  # a check
 """
 
 from __future__ import annotations
@@ -18,16 +30,20 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 BATCH = 128
+BENCHMARKS = Path(__file__).resolve().parent
+HEADER = ["size", "configuration", "img/s", "vs reference", "GFLOP/img", "of matmul peak", "peak MB"]
 
 
 # ------------------------------------------------------------------------------------ the reference loop
@@ -231,6 +247,99 @@ def plan_spec(plan: Any) -> dict[str, Any]:
     return {"precision": plan.precision, "channels_last": plan.channels_last, "gemm_conv": plan.gemm_conv}
 
 
+# ------------------------------------------------------------------------------------ end to end
+def image_files(folder: Path) -> list[Path]:
+    """The images `ImageFolder` reads under `folder` (torchvision's extensions), sorted by path."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name.lower().endswith(IMG_EXTENSIONS))
+
+
+def first_images(folder: Path, n: int, into: Path) -> Path:
+    """A folder holding copies of the first n images of `folder` (sorted by path; names kept, labels in them too)."""
+    into.mkdir(parents=True)
+    for file in image_files(folder)[:n]:
+        shutil.copy(file, into / file.name)
+    return into
+
+
+def timed_run(command: list[str], log: Path, checkpoints: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run `command` to its end; seconds from its launch to the newest file in `checkpoints`, and to its exit."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    with log.open("wb") as out:
+        code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env, check=False).returncode
+    ended = time.time()
+    saved = [p for p in checkpoints.glob("*") if p.suffix in (".pt", ".pth")] if checkpoints.is_dir() else []
+    if code or not saved:
+        return {"error": f"exit {code}{'' if saved else ', no checkpoint'}; see {log}"}
+    last = max(p.stat().st_mtime for p in saved)
+    return {"seconds": last - started, "exit_seconds": ended - started}
+
+
+def end_to_end(folder: Path, work: Path) -> list[list[str]]:
+    """One epoch of `folder` from the command line: the reference, then dcgan with a cold and a warm decode cache."""
+    from dcgan.data.cache import cache_dir
+    from dcgan.run import RunFolder
+
+    files = image_files(folder)
+    for file in files:  # the OS's first read of the files is paid here, by neither side
+        file.read_bytes()
+    reference_out = work / "reference"
+    reference = [sys.executable, str(BENCHMARKS / "reference_dcgan.py"), "--dataroot", str(folder),
+                 "--outf", str(reference_out), "--niter", "1"]  # fmt: skip
+    cache = work / "dcgan-cache"  # empty of data; this machine's plans, as a user's first run of this folder has
+    cache.mkdir(parents=True)
+    for name in ("plans.json", "inference.json"):
+        if (cache_dir() / name).exists():
+            shutil.copy(cache_dir() / name, cache / name)
+    env = {**os.environ, "DCGAN_CACHE": str(cache)}
+
+    def dcgan(name: str) -> list[str]:
+        return [sys.executable, "-m", "dcgan", "train", "--data", str(folder), "--image-size", "64", "--epochs", "1",
+                "--out", str(work / name)]  # fmt: skip
+
+    print(f"end to end, one epoch of {folder} ({len(files):,} images), each timed from its launch to its last "
+          f"checkpoint:\n  {' '.join(reference)}\n  DCGAN_CACHE={cache} {' '.join(dcgan('dcgan-cold'))}\n"
+          f"  then the same with the folder cached (--out {work / 'dcgan-warm'})", file=sys.stderr, flush=True)  # fmt: skip
+    runs = [
+        ("reference: pytorch/examples dcgan/main.py (reference_dcgan.py --niter 1; batch 64, 2 workers)",
+         timed_run(reference, reference_out / "log.txt", reference_out), len(files)),
+    ]  # fmt: skip
+    for name, label in (("dcgan-cold", "empty decode cache"), ("dcgan-warm", "folder already decoded and cached")):
+        out = work / name
+        result = timed_run(dcgan(name), work / f"{name}.log", out / "checkpoints", env)
+        config = out / "config.json"
+        images = 0
+        if "error" not in result and config.exists():
+            batch = json.loads(config.read_text())["batch_size"]
+            steps = int(RunFolder(out).list_checkpoints()[-1].stem.split("-")[1])  # step-00000076.pt
+            images = steps * batch
+        log = (work / f"{name}.log").read_text(errors="replace").splitlines()
+        plan = next((line.split(": ", 1)[1].split(" (")[0] for line in log if line.startswith("Execution plan")), "")
+        runs.append((f"dcgan train --epochs 1, {label} ({plan or 'plan not printed'})", result, images))
+        print(f"  {name}: {result}", file=sys.stderr, flush=True)
+    rows = []
+    baseline = None
+    for label, result, images in runs:
+        if "error" in result:
+            rows.append(["64x64", f"end to end, {label}", "failed: " + result["error"], "", "", "", ""])
+            continue
+        rate = images / result["seconds"]
+        baseline = baseline or rate
+        label = (f"end to end, {label}: {result['seconds']:.1f} s to the last checkpoint "
+                 f"({result['exit_seconds']:.1f} s to exit), {images:,} images")  # fmt: skip
+        rows.append(["64x64", label, f"{rate:.1f}", f"{rate / baseline:.2f}x", "", "", ""])
+    return rows
+
+
+def print_table(rows: list[list[str]]) -> None:
+    print("| " + " | ".join(HEADER) + " |")
+    print("|" + "|".join("---" for _ in HEADER) + "|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
 # ------------------------------------------------------------------------------------ the table
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -241,6 +350,12 @@ def main() -> None:
         "--rounds", type=int, default=2, help="run every configuration this many times, interleaved; keep the best"
     )
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile (slow to warm up)")
+    parser.add_argument("--end-to-end", type=Path, metavar="FOLDER",
+                        help="instead: one epoch of this image folder from the command line, dcgan against the "
+                             "reference")  # fmt: skip
+    parser.add_argument("--end-to-end-limit", type=int, metavar="N", help="only the first N images of the folder")
+    parser.add_argument("--end-to-end-out", type=Path, metavar="DIR",
+                        help="keep the runs here (default: a temporary folder, removed afterwards)")  # fmt: skip
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -252,6 +367,22 @@ def main() -> None:
     facts = machine(torch.device("cpu"))
     print(f"{facts['cpu']}: {facts['capability']}, AMX {'yes' if facts['amx'] else 'no'}, AVX-512-bf16 "
           f"{'yes' if facts['avx512_bf16'] else 'no'}, {facts['cpus']} CPUs ({facts['usable_cpus']} usable)")  # fmt: skip
+    if args.end_to_end is not None:
+        if not args.end_to_end.is_dir() or not image_files(args.end_to_end):
+            raise SystemExit(f"error: --end-to-end {args.end_to_end} is not a folder of images.")
+        if args.end_to_end_out is not None and args.end_to_end_out.exists():
+            raise SystemExit(f"error: --end-to-end-out {args.end_to_end_out} exists; give a new folder.")
+        work = args.end_to_end_out or Path(tempfile.mkdtemp(prefix="dcgan-end-to-end-"))
+        try:
+            folder = args.end_to_end
+            if args.end_to_end_limit is not None:
+                folder = first_images(folder, args.end_to_end_limit, work / "data")
+            print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f}\n")
+            print_table(end_to_end(folder.resolve(), work.resolve()))
+        finally:
+            if args.end_to_end_out is None:
+                shutil.rmtree(work, ignore_errors=True)
+        return
     peak_bf16, peak_fp32 = matmul_peak(torch.bfloat16), matmul_peak(torch.float32)
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads")
     print(f"measured matmul peak: bf16 {peak_bf16 / 1e12:.2f} TFLOP/s, fp32 {peak_fp32 / 1e12:.2f} TFLOP/s\n")
@@ -322,11 +453,7 @@ def main() -> None:
         )
     print(f"\nbest of {args.rounds} interleaved rounds; matmul peak (best seen): bf16 {peak_bf16 / 1e12:.2f}, "
           f"fp32 {peak_fp32 / 1e12:.2f} TFLOP/s")  # fmt: skip
-    header = ["size", "configuration", "img/s", "vs reference", "GFLOP/img", "of matmul peak", "peak MB"]
-    print("| " + " | ".join(header) + " |")
-    print("|" + "|".join("---" for _ in header) + "|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+    print_table(rows)
 
 
 if __name__ == "__main__":

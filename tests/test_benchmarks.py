@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -23,6 +25,41 @@ def test_train_speed_prints_its_table() -> None:
     assert any("auto plan (default)" in line for line in lines)
     assert any("data pipeline" in line for line in lines)
     assert not any("failed" in line for line in lines), out.stdout
+
+
+@pytest.mark.slow
+def test_train_speed_end_to_end_times_both_commands(tmp_path: Path) -> None:
+    """One epoch of a folder from the command line, dcgan (cold, then warm decode cache) against the reference:
+    here the first 128 of 130 noise images, one dcgan step of 128 and two reference steps of 64."""
+    from PIL import Image
+
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    noise = np.random.default_rng(0).integers(0, 256, (130, 64, 64, 3), dtype=np.uint8)
+    for i, pixels in enumerate(noise):
+        Image.fromarray(pixels).save(folder / f"{i:03d}.png")
+    work = tmp_path / "work"
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "train_speed.py"), "--end-to-end", str(folder), "--end-to-end-limit", "128",
+         "--end-to-end-out", str(work)],
+        capture_output=True, text=True, check=False, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| 64x64 | end to end")]
+    assert len(rows) == 3 and not any("failed" in row for row in rows), done.stdout + done.stderr
+    reference, cold, warm = rows
+    assert "reference_dcgan.py --niter 1" in reference and "128 images" in reference and "| 1.00x |" in reference
+    assert "empty decode cache" in cold and "already decoded" in warm and "128 images" in cold
+    figures = [re.search(r": ([\d.]+) s to the last checkpoint .* \| ([\d.]+) \| ([\d.]+)x \|", row) for row in rows]
+    assert all(figures), rows
+    seconds, rates, ratios = ([float(f.group(i)) for f in figures if f] for i in (1, 2, 3))  # type: ignore[misc]
+    assert rates == pytest.approx([128 / s for s in seconds], abs=0.06), "images/s: images over seconds"
+    assert ratios == pytest.approx([r / rates[0] for r in rates], rel=0.05, abs=0.01), "against the reference's"
+    assert len(list((work / "data").iterdir())) == 128, "the first 128 images, copied"
+    assert (work / "reference" / "netG_epoch_0.pth").exists() and (work / "dcgan-warm" / "checkpoints").is_dir()
+    cached = [p.name for p in (work / "dcgan-cache").iterdir()]
+    assert any(name.endswith(".images.npy") for name in cached), "the cold run decoded the folder into its cache"
+    assert "--image-size 64 --epochs 1" in done.stderr and "--niter 1" in done.stderr, "the commands are printed"
 
 
 def test_conv_layers_prints_its_table() -> None:
