@@ -138,3 +138,15 @@ def test_classes_on_an_unconditional_model_and_bad_class_fields(cclient: TestCli
     refused(cclient.post("/api/sheet", json={"n": 2, "class": 1.5}), 422, "class")
     refused(cclient.post("/api/sheet", json={"n": 2, "class": ""}), 422, "class")
     refused(cclient.post("/api/classes", json={"z": [[0.0] * 7]}), 400, "length 7", "vectors of 8")
+
+
+def test_the_server_benchmark_times_a_conditional_model(conditional: Explorer) -> None:
+    """`dcgan serve --benchmark` on a conditional run: every request names a class, so none is refused."""
+    from dcgan.web.timing import measure
+
+    timings = measure(conditional, repeats=1)
+    assert [t.request for t in timings][-2:] == [
+        "8 z in each of 3 classes",
+        "projection of an upload (100 steps, 2 restarts)",
+    ]
+    assert len(timings) == 7 and all(t.fastest_ms > 0 and t.response_kb > 1 for t in timings)

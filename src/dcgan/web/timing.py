@@ -38,8 +38,11 @@ Call = tuple[str, str, bytes, str, int, int]
 def requests_to_time(explorer: Explorer, repeats: int = 5) -> list[Call]:
     """What the page asks most: a sheet of 64, arithmetic on 3+3+3, a 17-step walk, a 17-step direction, 16
     samples with half of a layer's filters off (each once to warm up, then `repeats` times), and one projection
-    of an upload (100 steps, 2 restarts; timed once: it is seconds, not milliseconds)."""
+    of an upload (100 steps, 2 restarts; timed once: it is seconds, not milliseconds). A class-conditional
+    model's requests draw in its first class, and the same 8 z drawn in every class is timed too."""
     z = latents(64, explorer.generator.nz, explorer.prior, 0).tolist()
+    conditional = bool(explorer.generator.num_classes)
+    klass = {"class": 0} if conditional else {}
     layer = len(explorer.layers) - 1
     half = list(range(0, explorer.layers[layer], 2))
     json_calls = [
@@ -49,11 +52,18 @@ def requests_to_time(explorer: Explorer, repeats: int = 5) -> list[Call]:
         ("direction, 17 steps", "/api/direction", {"a": z[0:3], "b": z[3:6], "start": z[9], "steps": 17}),
         (f"16 samples, half of layer {layer}'s filters off", "/api/filters", {"z": z[:16], "layer": layer, "filters": half}),
     ]  # fmt: skip
+    json_calls = [(label, path, body | klass) for label, path, body in json_calls]
+    if conditional:
+        classes = len(explorer.generator.classes)
+        json_calls.append((f"8 z in each of {classes} classes", "/api/classes", {"z": z[:8]}))
     calls: list[Call] = [(label, path, json.dumps(body).encode(), "application/json", 1, repeats) for label, path, body in json_calls]  # fmt: skip
     image = io.BytesIO()
-    image_of(generate(explorer.generator, torch.tensor(z[10:11]))[0]).save(image, format="PNG")
+    image_of(generate(explorer.drawing(0 if conditional else None), torch.tensor(z[10:11]))[0]).save(
+        image, format="PNG"
+    )
     boundary = "dcgan-timing-boundary"
-    fields = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n' for k, v in (("steps", 100), ("restarts", 2))]  # fmt: skip
+    form = [("steps", 100), ("restarts", 2), *(("class", 0) for _ in range(conditional))]
+    fields = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n' for k, v in form]  # fmt: skip
     head = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="sample.png"\r\nContent-Type: image/png\r\n\r\n'
     body = "".join(fields).encode() + head.encode() + image.getvalue() + f"\r\n--{boundary}--\r\n".encode()
     calls.append(("projection of an upload (100 steps, 2 restarts)", "/api/project", body, f"multipart/form-data; boundary={boundary}", 0, 1))  # fmt: skip
