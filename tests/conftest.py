@@ -35,6 +35,16 @@ def shapes_data(n: int = 256, size: int = 16, channels: int = 1, seed: int = 0) 
     return ImageData(images, torch.zeros(n, dtype=torch.int64), "shapes", "train", "synthetic")
 
 
+def class_shapes_data(n: int = 256, size: int = 16, channels: int = 1, seed: int = 0) -> ImageData:
+    """`shapes_data` in two classes told apart at a glance: "light" (a bright square on a dark ground, even
+    indices) and "dark" (the same square dark on a bright ground, odd indices)."""
+    data = shapes_data(n, size, channels, seed)
+    data.images[1::2] = 250 - data.images[1::2]
+    data.labels = torch.arange(n) % 2
+    data.classes = ("light", "dark")
+    return data
+
+
 def tiny_config(**overrides: object):  # type: ignore[no-untyped-def]
     values = dict(
         data="shapes", image_size=16, channels=1, nz=8, ngf=8, ndf=8, batch_size=32, steps=8,
@@ -57,6 +67,16 @@ def train_tiny(out: Path, **overrides: object) -> Path:
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished 8-step run of a 16x16 one-channel DCGAN (nz=8); its folder holds checkpoints and samples."""
     return train_tiny(tmp_path_factory.mktemp("tiny-run") / "run")
+
+
+@pytest.fixture(scope="session")
+def tiny_conditional_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished 8-step class-conditional run (projection) on `class_shapes_data`: classes "light" and "dark"."""
+    from dcgan.train import train
+
+    out = tmp_path_factory.mktemp("tiny-conditional-run") / "run"
+    train(tiny_config(conditional=True), out, data=class_shapes_data(), progress=False)
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ from PIL import Image
 from dcgan import checkpoint as ckpt
 from dcgan.cli import main
 from dcgan.train import train
-from tests.conftest import shapes_data, tiny_config
+from tests.conftest import class_shapes_data, shapes_data, tiny_config
 
 
 def _free_port() -> int:
@@ -94,6 +94,46 @@ def test_two_ranks_hold_identical_weights(tmp_path: Path, monkeypatch: pytest.Mo
     saved = ckpt.load(out)
     assert saved["step"] == 6
     assert all(torch.equal(saved["generator"][k], r0["G"][k]) for k in r0["G"]), "rank 0 wrote the checkpoint"
+
+
+def _conditional_rank(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(
+        {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1",
+         "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
+    )  # fmt: skip
+    torch.set_num_threads(1)
+    from dcgan.models import Discriminator
+    from dcgan.train import Trainer
+
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    forward = Discriminator.forward
+
+    def spy(self: Discriminator, x: torch.Tensor, labels: torch.Tensor, parts: int = 1) -> torch.Tensor:
+        if not seen:
+            seen.append((x.detach().clone(), labels.clone()))
+        return forward(self, x, labels, parts)
+
+    Discriminator.forward = spy  # type: ignore[method-assign]
+    trainer = Trainer(tiny_config(steps=2, conditional=True), out, data=class_shapes_data(), progress=False)
+    trainer.fit()
+    x, labels = seen[0]
+    torch.save({"G": trainer.G.state_dict(), "x": x, "labels": labels}, Path(out) / f"rank{rank}.pt")
+
+
+def test_conditional_ranks_get_their_images_labels_and_end_identical(tmp_path: Path) -> None:
+    """Under DDP each rank's share of the batch comes with its own images' labels, and the ranks' class-conditional
+    G (its per-class batchnorm included) ends the same on both."""
+    out = tmp_path / "run"
+    mp.start_processes(_conditional_rank, args=(2, _free_port(), str(out)), nprocs=2, start_method="spawn")
+    ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    for r in ranks:
+        assert r["labels"].shape == (16,)
+        assert torch.equal((r["x"].flatten(1).mean(1) > 0).long(), r["labels"]), "each image with its own label"
+    assert not torch.equal(ranks[0]["x"], ranks[1]["x"]), "each rank has its own share"
+    assert any("embed" in key for key in ranks[0]["G"])
+    for key in ranks[0]["G"]:
+        assert torch.equal(ranks[0]["G"][key], ranks[1]["G"][key]), f"G.{key} differs between ranks"
+    assert ckpt.load(out)["classes"] == ["light", "dark"]
 
 
 def _sync_bn_rank(rank: int, world: int, port: int, out: str) -> None:

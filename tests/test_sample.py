@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from dcgan.checkpoint import load_generator
@@ -65,3 +66,67 @@ def test_write_samples_draws_z_from_the_generators_prior(tmp_path: Path) -> None
     assert np.abs(z).max() > 1 and json.loads((tmp_path / "n" / "samples.json").read_text())["prior"] == "normal"
     write_samples(Generator(16, 1, 8, 8).eval(), 64, tmp_path / "u")
     assert np.abs(np.load(tmp_path / "u" / "z.npy")).max() <= 1
+
+
+# ------------------------------------------------------------------------------------------- class-conditional
+def _flat_light_class(run: Path, out: Path) -> Path:
+    """The run's checkpoint with G's last batchnorm zeroed for class 0 ("light"): that class draws one flat colour
+    whatever z is, class 1 ("dark") varied images. A G whose output visibly depends on the label."""
+    from dcgan import checkpoint as ckpt
+
+    state = ckpt.load(run)
+    for weights in (state["generator"], state["generator_eval"]):
+        last = max(k for k in weights if k.endswith(".1.embed.weight"))
+        weights[last] = weights[last].clone()
+        weights[last][0] = 0
+    return ckpt.atomic_save(state, out)
+
+
+def test_sample_class_draws_that_class_and_the_sheet_has_a_column_per_class(
+    tiny_conditional_run: Path, tmp_path: Path
+) -> None:
+    import json
+
+    crafted = _flat_light_class(tiny_conditional_run, tmp_path / "crafted.pt")
+    for name in ("light", "DARK", "1"):
+        assert main(["sample", str(crafted), "--n", "6", "--out", str(tmp_path / name), "--class", name]) == 0
+    spread = {
+        name: np.stack([np.asarray(Image.open(f), dtype=float) for f in sorted((tmp_path / name).glob("0*.png"))]).std()
+        for name in ("light", "DARK", "1")
+    }
+    assert spread["light"] == 0 and spread["DARK"] > 1, "every sample is drawn in the class asked for"
+    assert np.array_equal(np.load(tmp_path / "DARK" / "z.npy"), np.load(tmp_path / "light" / "z.npy"))
+    assert json.loads((tmp_path / "1" / "samples.json").read_text())["classes"] == ["dark"] * 6
+
+    assert main(["sample", str(crafted), "--n", "4", "--out", str(tmp_path / "s"), "--class-sheet", "3"]) == 0
+    sheet = np.asarray(Image.open(tmp_path / "s" / "classes.png"), dtype=float)
+    assert sheet.shape == (2 + 3 * 18, 2 + 2 * 18), "3 rows of z, one column per class"
+    columns = [sheet[2:-2, 2 + 18 * c : 18 * (c + 1)] for c in (0, 1)]
+    rows_light = [columns[0][18 * r : 18 * r + 16] for r in range(3)]
+    assert all(np.array_equal(rows_light[0], r) for r in rows_light), "z does not change the flat class"
+    assert columns[1].std() > 1
+
+
+def test_sample_class_errors_are_one_sentence(
+    tiny_conditional_run: Path, tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cases = [
+        (
+            tiny_conditional_run,
+            ["--class", "boot"],
+            "Unknown class 'boot': this generator's classes are 0 (light), 1 (dark).",
+        ),
+        (tiny_conditional_run, ["--class", "2"], "Class id 2 is out of range: this generator has 2 classes"),
+        (tiny_run, ["--class", "0"], "This generator is unconditional"),
+        (tiny_run, ["--class-sheet"], "--class-sheet draws one column per class, and this generator is unconditional"),
+    ]
+    for run, flags, message in cases:
+        assert main(["sample", str(run), "--out", str(tmp_path / "x"), *flags]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "x").exists(), "nothing is written"
+
+
+def test_info_lists_a_conditional_runs_classes(tiny_conditional_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", str(tiny_conditional_run)]) == 0
+    assert "classes: 0 light, 1 dark" in capsys.readouterr().out

@@ -18,11 +18,13 @@ from PIL import Image
 
 from dcgan import checkpoint as ckpt
 from dcgan.config import TrainConfig
-from dcgan.errors import CheckpointError, ConfigError
+from dcgan.errors import CheckpointError, ConfigError, DataError
 from dcgan.gemm_conv import use_gemm_conv
+from dcgan.models import Discriminator
 from dcgan.run import resume_config
 from dcgan.train import NumericalFault, Trainer, dry_run, train
-from tests.conftest import checkpoint_weights, shapes_data, tiny_config, train_tiny
+from dcgan.training.samples import class_grid
+from tests.conftest import checkpoint_weights, class_shapes_data, shapes_data, tiny_config, train_tiny
 
 
 def _assert_bitwise_equal(a: Path, b: Path) -> None:
@@ -328,3 +330,95 @@ def test_dry_run_of_a_resume_reads_the_run_and_writes_nothing(tiny_run: Path) ->
     assert _files(tiny_run) == before
     with pytest.raises(ConfigError, match="already holds a run"):
         dry_run(tiny_config(), tiny_run, data=shapes_data())
+
+
+# ------------------------------------------------------------------------------------------- class-conditional
+def _class_of(images: torch.Tensor) -> torch.Tensor:
+    """`class_shapes_data`'s class read from the pixels: "dark" (1) images are bright on average."""
+    return (images.detach().float().flatten(1).mean(1) > 0).long()
+
+
+@pytest.mark.parametrize("one_pass", [False, True])
+def test_conditional_d_sees_each_real_image_with_its_label_and_fakes_in_the_same_labels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_pass: bool
+) -> None:
+    calls: list[tuple[torch.Tensor, torch.Tensor, int]] = []
+    forward = Discriminator.forward
+
+    def spy(self: Discriminator, x: torch.Tensor, labels: torch.Tensor | None = None, parts: int = 1) -> torch.Tensor:
+        assert labels is not None, "a conditional D is always given labels"
+        calls.append((x.detach().clone(), labels.clone(), parts))
+        return forward(self, x, labels, parts)
+
+    monkeypatch.setattr(Discriminator, "forward", spy)
+    monkeypatch.setattr(Trainer, "one_pass_d", one_pass)
+    train(tiny_config(steps=3, conditional=True), tmp_path / "run", data=class_shapes_data(), progress=False)
+    per_step = 2 if one_pass else 3  # D on real and fake (one call or two), then D on the fake for G's loss
+    assert len(calls) == 3 * per_step
+    for step in range(3):
+        steps_calls = calls[step * per_step : (step + 1) * per_step]
+        if one_pass:
+            (both, both_labels, parts), (_, fake_labels, _) = steps_calls
+            assert parts == 2
+            real, real_labels = both.chunk(2)[0], both_labels.chunk(2)[0]
+            assert torch.equal(both_labels.chunk(2)[1], real_labels), "the fake half is judged in the real labels"
+        else:
+            (real, real_labels, _), (_, detached_labels, _), (_, fake_labels, _) = steps_calls
+            assert torch.equal(detached_labels, real_labels)
+        assert torch.equal(_class_of(real), real_labels), "each real image comes with its own label"
+        assert torch.equal(fake_labels, real_labels), "G draws the fake batch in the real batch's labels"
+        assert set(real_labels.tolist()) == {0, 1}
+
+
+@pytest.mark.parametrize(("conditioning", "precision"), [("projection", "fp32"), ("concat", "bf16")])
+def test_resumed_conditional_run_is_bitwise_identical(tmp_path: Path, conditioning: str, precision: str) -> None:
+    data = class_shapes_data()
+    config = lambda steps: tiny_config(
+        steps=steps, conditional=True, conditioning=conditioning, precision=precision, checkpoint_every=3
+    )
+    train(config(10), tmp_path / "full", data=data, progress=False)
+    train(config(5), tmp_path / "half", data=data, progress=False)
+    train(config(10), tmp_path / "half", resume=True, data=data, progress=False)
+    _assert_bitwise_equal(tmp_path / "full", tmp_path / "half")
+    state = ckpt.load(tmp_path / "half")
+    assert (state["num_classes"], state["conditioning"], state["classes"]) == (2, conditioning, ["light", "dark"])
+
+
+def test_resuming_across_conditioning_or_classes_is_refused_and_writes_nothing(
+    tiny_run: Path, tiny_conditional_run: Path
+) -> None:
+    before = _files(tiny_conditional_run), _files(tiny_run)
+    with pytest.raises(CheckpointError, match="holds a class-conditional run and cannot go on as an unconditional"):
+        train(tiny_config(steps=12), tiny_conditional_run, resume=True, data=class_shapes_data(), progress=False)
+    with pytest.raises(CheckpointError, match="holds an unconditional run and cannot go on as a class-conditional"):
+        train(tiny_config(steps=12, conditional=True), tiny_run, resume=True, data=class_shapes_data(), progress=False)
+    three = class_shapes_data()
+    three.labels, three.classes = torch.arange(len(three)) % 3, ("a", "b", "c")
+    with pytest.raises(CheckpointError, match="draw 2 classes but --data shapes has 3"):
+        train(tiny_config(steps=12, conditional=True), tiny_conditional_run, resume=True, data=three, progress=False)
+    with pytest.raises(CheckpointError, match="conditioning projection vs concat"):
+        config = tiny_config(steps=12, conditional=True, conditioning="concat")
+        train(config, tiny_conditional_run, resume=True, data=class_shapes_data(), progress=False)
+    assert (_files(tiny_conditional_run), _files(tiny_run)) == before
+
+
+def test_conditional_training_needs_two_labelled_classes(tmp_path: Path) -> None:
+    unlabelled = shapes_data()
+    unlabelled.labels = None
+    with pytest.raises(DataError, match=r"has no labels: use a labelled set .* one subfolder per class, or --labels-"):
+        train(tiny_config(conditional=True), tmp_path / "run", data=unlabelled, progress=False)
+    with pytest.raises(DataError, match="at least two classes and --data shapes has 1"):
+        train(tiny_config(conditional=True), tmp_path / "run", data=shapes_data(), progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_conditional_sample_grids_draw_each_latent_in_every_class(tiny_conditional_run: Path) -> None:
+    """Two classes: each grid row holds 4 latents, each drawn as "light" then "dark", side by side."""
+    z, labels, nrow = class_grid(torch.arange(64.0)[:, None], 2)
+    assert nrow == 8 and labels.tolist()[:8] == [0, 1] * 4
+    assert z[:10, 0].tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    z, labels, nrow = class_grid(torch.arange(64.0)[:, None], 10)
+    assert nrow == 10 and len(labels) == 60 and z[:, 0].tolist() == [i // 10 for i in range(60)]
+    assert labels.tolist() == [i % 10 for i in range(60)]
+    grid = Image.open(tiny_conditional_run / "samples" / "step-00000008.png")
+    assert grid.size == (2 + 8 * 18, 2 + 8 * 18)

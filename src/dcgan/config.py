@@ -37,6 +37,11 @@ class TrainConfig:
     ngf: int = 64
     ndf: int = 64
     prior: str = "uniform"
+    # Class-conditional G and D (`dcgan.models`): the data's labels choose what G draws. `conditioning` is how the
+    # label enters the models; `labels_from_name` reads a folder's labels from its file names (`dcgan.data.labels`).
+    conditional: bool = False
+    conditioning: str = "projection"
+    labels_from_name: str | None = None
     batch_size: int = 128
     lr: float = 2e-4
     beta1: float = 0.5
@@ -89,6 +94,17 @@ class TrainConfig:
             raise ConfigError(f"--ema must be a decay in [0, 1), e.g. 0.999, got {self.ema}.")
         if self.prior not in PRIORS:
             raise ConfigError(f"--prior must be one of {', '.join(PRIORS)}, got {self.prior!r}.")
+        if self.conditioning not in CONDITIONINGS[1:]:
+            raise ConfigError(
+                f"--conditioning must be one of {', '.join(CONDITIONINGS[1:])}, got {self.conditioning!r}."
+            )
+        if self.labels_from_name is not None:
+            from dcgan.data.labels import FIELDS
+
+            if self.labels_from_name not in FIELDS:
+                raise ConfigError(
+                    f"--labels-from-name must be one of {', '.join(FIELDS)}, got {self.labels_from_name!r}."
+                )
         if self.precision not in PRECISIONS:
             raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}.")
         for name in ("channels_last", "gemm_conv"):
@@ -141,7 +157,13 @@ class TrainConfig:
         return cls.from_dict(values)
 
     def architecture(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in ARCHITECTURE_FIELDS}
+        """The fields that fix the models' shapes, and how they take a label ("none": unconditional)."""
+        return {name: getattr(self, name) for name in ARCHITECTURE_FIELDS} | {"conditioning": self.model_conditioning}
+
+    @property
+    def model_conditioning(self) -> str:
+        """The `conditioning` the models are built with: this config's when `conditional`, else "none"."""
+        return self.conditioning if self.conditional else "none"
 
 
 @dataclass(frozen=True)

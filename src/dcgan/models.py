@@ -71,8 +71,9 @@ class ConditionalBatchNorm2d(nn.Module):
         self.embed = nn.Embedding(num_classes, 2 * num_features)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        gain, bias = self.embed(labels).to(x.dtype)[:, :, None, None].chunk(2, dim=1)
-        return self.norm(x) * gain + bias
+        normed = self.norm(x)
+        gain, bias = self.embed(labels).to(normed.dtype)[:, :, None, None].chunk(2, dim=1)
+        return normed * gain + bias
 
 
 def _g_block(cin: int, cout: int, first: bool, num_classes: int = 0) -> Block:
@@ -241,7 +242,8 @@ class Discriminator(nn.Module):
         logits = self.head(x).flatten()
         if self.conditioning == "projection":
             assert labels is not None
-            logits = logits + (self.embed(labels).to(x.dtype) * x.flatten(1)).sum(1)
+            # Summed in fp32 whatever the precision: the map has C x 16 terms.
+            logits = logits + (self.embed(labels) * x.flatten(1).float()).sum(1)
         return logits
 
 

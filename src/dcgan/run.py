@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -178,10 +179,22 @@ def make_checkpoint(
         generator_eval: what sampling uses (G, or its EMA, with batchnorm statistics re-estimated).
         training: the resume state: `opt_g`, `opt_d`, `scaler`, `noise_rng`, `rng` (see TRAINING_STATE) and
             optionally `nan_retries`, `best_value`.
+
+    A class-conditional run's checkpoint also holds `num_classes`, `conditioning` and `classes` (the names, label
+    i being classes[i]); an unconditional run's has none of them, as before conditioning existed.
     """
     missing = [k for k in TRAINING_STATE if k not in training]
     if missing:
         raise ValueError(f"the training state lacks {missing}")
+    labels = (
+        {
+            "num_classes": generator.num_classes,
+            "conditioning": generator.conditioning,
+            "classes": list(generator.classes),
+        }
+        if generator.num_classes
+        else {}
+    )
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -196,6 +209,7 @@ def make_checkpoint(
         "batch_in_epoch": step % steps_per_epoch,
         "nan_retries": 0,
         "best_value": None,
+        **labels,
         **training,
     }
 
@@ -219,11 +233,37 @@ def channels_of(state: dict[str, Any], config: TrainConfig) -> int:
     return int(state.get("channels") or config.channels or 3)
 
 
-def build_models(config: TrainConfig, channels: int) -> tuple[Generator, Discriminator]:
-    """Fresh G and D of the shape `config` describes (the paper's initialisation)."""
-    g = Generator(config.image_size, channels, config.nz, config.ngf, prior=config.prior)
-    d = Discriminator(config.image_size, channels, config.ndf)
-    return g, d
+def build_models(config: TrainConfig, channels: int, classes: Sequence[str] = ()) -> tuple[Generator, Discriminator]:
+    """Fresh G and D of the shape `config` describes (the paper's initialisation); a conditional config's draw
+    and judge `classes` (their names, label i being classes[i])."""
+    return build_generator(config, channels, classes), build_discriminator(config, channels, classes)
+
+
+def build_generator(config: TrainConfig, channels: int, classes: Sequence[str] = ()) -> Generator:
+    """A fresh G of the shape `config` describes; a conditional one named `classes`."""
+    num_classes = len(classes) if config.conditional else 0
+    g = Generator(
+        config.image_size, channels, config.nz, config.ngf, config.prior, num_classes, config.model_conditioning
+    )
+    if num_classes:
+        g.classes = tuple(classes)
+    return g
+
+
+def build_discriminator(config: TrainConfig, channels: int, classes: Sequence[str] = ()) -> Discriminator:
+    """A fresh D of the shape `config` describes, judging `classes` when conditional."""
+    num_classes = len(classes) if config.conditional else 0
+    return Discriminator(config.image_size, channels, config.ndf, num_classes, config.model_conditioning)
+
+
+def classes_of(state: dict[str, Any], config: TrainConfig, where: object) -> tuple[str, ...]:
+    """The class names a checkpoint's models draw and judge: () for an unconditional run."""
+    if not config.conditional:
+        return ()
+    classes = state.get("classes")
+    if not isinstance(classes, list) or len(classes) != state.get("num_classes") or len(classes) < 2:
+        raise CheckpointError(f"{where} is from a conditional run but does not say which classes it draws.")
+    return tuple(str(c) for c in classes)
 
 
 def load_weights(module: torch.nn.Module, weights: dict[str, torch.Tensor], what: str, where: object) -> None:
@@ -254,6 +294,8 @@ class Run:
         self.epoch = int(state.get("epoch", 0))
         self.prior = self.config.prior
         self.channels = channels_of(state, self.config)
+        #: The classes a conditional run draws (names, label i being classes[i]); () when unconditional.
+        self.classes = classes_of(state, self.config, path)
         self.device = torch.device(device)
 
     @classmethod
@@ -275,6 +317,11 @@ class Run:
         return f"{self.folder.root.name}/{self.path.name}"
 
     @property
+    def num_classes(self) -> int:
+        """How many classes G draws; 0 for an unconditional run."""
+        return len(self.classes)
+
+    @property
     def has_ema(self) -> bool:
         return bool(self.state.get("generator_ema"))
 
@@ -294,20 +341,19 @@ class Run:
             ema: the evaluation copy the run saved: the EMA weights when it kept them (`--ema`), with batchnorm
                 statistics re-estimated for the final weights. False gives the raw training weights.
         """
-        c = self.config
-        g = Generator(c.image_size, self.channels, c.nz, c.ngf, prior=c.prior)
+        g = build_generator(self.config, self.channels, self.classes)
         evaluation = self.state.get("generator_eval") if ema else None
         load_weights(g, evaluation or self.state["generator"], "generator", self.path)
         g.to(self.device)
         if ema and not evaluation:  # written before evaluation copies were saved: re-estimate now
-            recalibrate_batchnorm(g, seed=c.seed + 3)
+            recalibrate_batchnorm(g, seed=self.config.seed + 3)
         return g.eval()
 
     def discriminator(self) -> Discriminator:
         """D in eval mode on `device`."""
         if not self.state.get("discriminator"):
             raise CheckpointError(f"{self.path} holds no discriminator.")
-        d = Discriminator(self.config.image_size, self.channels, self.config.ndf)
+        d = build_discriminator(self.config, self.channels, self.classes)
         load_weights(d, self.state["discriminator"], "discriminator", self.path)
         return d.to(self.device).eval()
 
@@ -325,6 +371,7 @@ class Run:
             "discriminator_parameters": count(self.state.get("discriminator") or {}),
             "has_ema": self.has_ema,
             "resumable": self.resumable,
+            **({"classes": ", ".join(f"{i} {name}" for i, name in enumerate(self.classes))} if self.classes else {}),
             "config": self.config.to_dict(),
         }
 
@@ -364,6 +411,8 @@ __all__ = [
     "SAMPLES_DIR",
     "Run",
     "RunFolder",
+    "build_discriminator",
+    "build_generator",
     "build_models",
     "load_generator",
     "make_checkpoint",

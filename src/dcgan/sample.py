@@ -56,42 +56,82 @@ def latents(n: int, nz: int, prior: str, seed: int) -> torch.Tensor:
 
 @torch.no_grad()
 def generate(
-    generator: Generator, z: torch.Tensor, batch_size: int = 256, *, plan: ExecutionPlan | str | None = None
+    generator: Generator,
+    z: torch.Tensor,
+    batch_size: int = 256,
+    *,
+    labels: torch.Tensor | None = None,
+    plan: ExecutionPlan | str | None = None,
 ) -> torch.Tensor:
     """G(z) in eval mode, in batches, on the generator's device; returns CPU float images in [-1, 1].
 
-    `plan` is how the passes run (`dcgan.plan.inference`): "auto" the fastest measured on this machine (what
-    `dcgan sample` uses), "fp32" or "bf16" the fastest in that precision, or None G as it is, in fp32.
+    `labels` (N,) are the class ids a class-conditional G draws, one per row of z. `plan` is how the passes run
+    (`dcgan.plan.inference`): "auto" the fastest measured on this machine (what `dcgan sample` uses), "fp32" or
+    "bf16" the fastest in that precision, or None G as it is, in fp32.
     """
     was_training = generator.training
     generator.eval()
     device = next(generator.parameters()).device
+    parts = [()] * len(z.split(batch_size)) if labels is None else [(y.to(device),) for y in labels.split(batch_size)]
     with applied(generator, resolve_generator_plan(generator, plan)):
-        out = [generator(part.to(device)).float().cpu() for part in z.split(batch_size)]
+        out = [generator(part.to(device), *y).float().cpu() for part, y in zip(z.split(batch_size), parts, strict=True)]
     generator.train(was_training)
     return torch.cat(out) if out else torch.empty(0)
 
 
+def class_sheet(generator: Generator, rows: int = 8, *, seed: int = 0) -> tuple[torch.Tensor, int]:
+    """Each of `rows` latents drawn in every class of a class-conditional G: (images, images per row).
+
+    Row i is `latents(rows, seed)[i]` in class 0, 1, ... (one column per class), so along a row the label changes
+    the class while z keeps the style (a digit's stroke and slant, a garment's shade).
+    """
+    k = generator.num_classes
+    z = latents(rows, generator.nz, generator.prior, seed).repeat_interleave(k, dim=0)
+    return generate(generator, z, labels=torch.arange(k).repeat(rows), plan="auto"), k
+
+
+def sample_labels(generator: Generator, n: int, label: int | None = None) -> torch.Tensor | None:
+    """The classes n samples of G are drawn in: all `label`, else cycling through the classes (sample i in class
+    i mod K); None for an unconditional G."""
+    if not generator.num_classes:
+        return None
+    return torch.full((n,), label, dtype=torch.long) if label is not None else torch.arange(n) % generator.num_classes
+
+
 def write_samples(
-    generator: Generator, n: int, out: str | Path, *, seed: int = 0, prior: str | None = None, nrow: int | None = None
+    generator: Generator,
+    n: int,
+    out: str | Path,
+    *,
+    seed: int = 0,
+    prior: str | None = None,
+    nrow: int | None = None,
+    label: int | None = None,
 ) -> dict[str, object]:
     """Write n samples as separate PNGs (`000000.png`, ...), a `grid.png`, their latents `z.npy` and `samples.json`.
 
     The same seed gives the same images: sample i comes from the i-th latent vector of `latents(seed)`. z is drawn
     from `prior`, by default the one G was trained with (`generator.prior`). G runs under the inference plan measured
-    fastest on this machine (`generate(..., plan="auto")`).
+    fastest on this machine (`generate(..., plan="auto")`). A class-conditional G draws every sample in class
+    `label` (an id; `dcgan.models.resolve_class` turns a name into one), or without it sample i in class i mod K;
+    `samples.json` then lists each sample's class.
     """
     prior = prior or generator.prior
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     z = latents(n, generator.nz, prior, seed)
-    images = generate(generator, z, plan="auto")
+    labels = sample_labels(generator, n, label)
+    images = generate(generator, z, labels=labels, plan="auto")
     pixels = to_uint8(images).permute(0, 2, 3, 1).numpy()
     for i, array in enumerate(pixels):
         Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(out / f"{i:06d}.png")
     save_grid(images, out / "grid.png", nrow)
     np.save(out / "z.npy", z.numpy(), allow_pickle=False)
-    record = {"n": n, "seed": seed, "prior": prior, "files": [f"{i:06d}.png" for i in range(n)], "grid": "grid.png"}
+    record: dict[str, object] = {
+        "n": n, "seed": seed, "prior": prior, "files": [f"{i:06d}.png" for i in range(n)], "grid": "grid.png"
+    }  # fmt: skip
+    if labels is not None:
+        record["classes"] = [generator.classes[int(y)] for y in labels]
     (out / "samples.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
 

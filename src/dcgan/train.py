@@ -2,9 +2,11 @@
 
 One step: D is updated on a real and a fake batch, which batchnorm normalises each on its own (two forward and
 backward passes, or with `Trainer.one_pass_d` one pass of both: the same step), then G with the non-saturating
-loss -log D(G(z)). Precision is one autocast context plus a GradScaler that is only enabled for fp16; DDP is
-detected from torchrun's variables. The data order is a seeded permutation per epoch, so the step number alone
-fixes where in the data a run is, and a resumed run replays exactly what an uninterrupted one would have done.
+loss -log D(G(z)). A class-conditional run (`--conditional`) gives D each real image's label and draws the fake
+batch in the real batch's labels. Precision is one autocast context plus a GradScaler that is only enabled for
+fp16; DDP is detected from torchrun's variables. The data order is a seeded permutation per epoch, so the step
+number alone fixes where in the data a run is, and a resumed run replays exactly what an uninterrupted one would
+have done.
 
 `Trainer.train_step` is the step and `Trainer.fit` the loop. What happens around them (the log, the sample
 grids and figures, evaluation and best.pt, signals, NaN rollback) is in `dcgan.training`, one collaborator each;
@@ -116,9 +118,13 @@ class Trainer:
 
         self.data = data or load_images(
             config.data, root=config.data_root, image_size=config.image_size, channels=config.channels,
-            download=config.download,
+            download=config.download, labels_from_name=config.labels_from_name,
         )  # fmt: skip
         self.channels = self.data.channels
+        #: The classes a conditional run draws (label i is classes[i]); () for an unconditional run.
+        self.classes = classes_to_draw(config, self.data)
+        if state is not None:
+            _check_classes(state, self.classes, config)
         if config.batch_size % self.dist.world:
             raise ConfigError(f"--batch-size {config.batch_size} must divide evenly over {self.dist.world} processes.")
         self.steps_per_epoch, self.total_steps = step_counts(config, len(self.data))
@@ -134,7 +140,7 @@ class Trainer:
         self.config = config = dataclasses.replace(config, plan=self.plan.to_dict())  # saved with the run
 
         torch.manual_seed(config.seed)
-        self.G, self.D = runs.build_models(config, self.channels)
+        self.G, self.D = runs.build_models(config, self.channels, self.classes)
         self.memory_format = self.plan.memory_format
         self.G.to(self.device).to(memory_format=self.memory_format)
         self.D.to(self.device).to(memory_format=self.memory_format)
@@ -147,6 +153,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.noise = torch.Generator(self.device).manual_seed(config.seed + 1)
         self.fixed_z = sample_prior(NUM_FIXED, config.nz, config.prior, torch.Generator().manual_seed(config.seed + 2))
+        self._order: tuple[int, torch.Tensor] | None = None  # the current epoch and its data order
         self.step = 0
         self.best = BestCheckpoint(config, self.channels, self.folder.best)
         self.rollback = NanRollback(
@@ -258,16 +265,35 @@ class Trainer:
         return f"{line}; all of them are listed in {self.folder.skipped_files}."
 
     # ----------------------------------------------------------------------------------------- one step
+    def _batch_index(self, step: int) -> torch.Tensor:
+        """Which images make this rank's share of the global batch for `step`: a slice of the epoch's seeded
+        permutation (the epoch's order is kept, as images and labels both ask for it)."""
+        epoch, index = divmod(step, self.steps_per_epoch)
+        if self._order is None or self._order[0] != epoch:
+            seed = self.config.seed * 7919 + epoch
+            self._order = epoch, torch.randperm(len(self.data), generator=torch.Generator().manual_seed(seed))
+        batch = self._order[1][index * self.config.batch_size : (index + 1) * self.config.batch_size]
+        return batch[self.dist.rank :: self.dist.world].sort().values
+
     def real_batch(self, step: int) -> torch.Tensor:
         """This rank's share of the global batch for `step`: a slice of the epoch's seeded permutation."""
-        epoch, index = divmod(step, self.steps_per_epoch)
-        order = torch.randperm(len(self.data), generator=torch.Generator().manual_seed(self.config.seed * 7919 + epoch))
-        batch = order[index * self.config.batch_size : (index + 1) * self.config.batch_size]
-        pixels = self.data.images[batch[self.dist.rank :: self.dist.world].sort().values]
+        pixels = self.data.images[self._batch_index(step)]
         if self.device.type == "cuda":
             pixels = pixels.pin_memory().to(self.device, non_blocking=True)
         # uint8 -> [-1, 1] on the fly: the data stays 4x smaller than float in memory.
         return pixels.to(torch.float32).div_(127.5).sub_(1).contiguous(memory_format=self.memory_format)
+
+    def real_labels(self, step: int) -> torch.Tensor | None:
+        """The labels of `real_batch(step)`'s images, in the same order; None for an unconditional run.
+
+        The fake batch is drawn in these labels too: D then sees the same classes, as often, in its real and its
+        fake half, so how often a class comes up tells it nothing, and G learns each class as often as the data
+        holds it (an unbalanced set, such as UTKFace's races, keeps its balance).
+        """
+        if not self.classes:
+            return None
+        assert self.data.labels is not None
+        return self.data.labels[self._batch_index(step)].to(self.device, torch.long)
 
     def latent_batch(self) -> torch.Tensor:
         z = sample_prior(self.config.batch_size, self.config.nz, self.config.prior, self.noise, self.device)
@@ -278,8 +304,14 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16)
 
-    def train_step(self, real: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """One D update and one G update; returns [loss_d, loss_g, D(x), D(G(z))] as a tensor (no host sync)."""
+    def train_step(self, real: torch.Tensor, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """One D update and one G update; returns [loss_d, loss_g, D(x), D(G(z))] as a tensor (no host sync).
+
+        `labels` (a conditional run's): the real images' classes, which the fake batch is drawn in as well.
+        """
+        if bool(self.classes) != (labels is not None):
+            raise ValueError("a conditional run's step needs the real batch's labels; an unconditional one's none")
+        y = () if labels is None else (labels,)  # an unconditional step calls G and D exactly as before
         ones = torch.ones(real.shape[0], device=self.device)
         zeros = torch.zeros(real.shape[0], device=self.device)
         scaler = self.scaler
@@ -289,19 +321,20 @@ class Trainer:
         self.opt_d.zero_grad(set_to_none=True)
         if self.one_pass_d:
             with self._autocast():
-                fake = self.g_train(z)
-                logits_real, logits_fake = self.d_train(torch.cat([real, fake.detach()]), parts=2).chunk(2)
+                fake = self.g_train(z, *y)
+                both = () if labels is None else (torch.cat([labels, labels]),)
+                logits_real, logits_fake = self.d_train(torch.cat([real, fake.detach()]), *both, parts=2).chunk(2)
                 loss_real = F.binary_cross_entropy_with_logits(logits_real.float(), ones)
                 loss_fake = F.binary_cross_entropy_with_logits(logits_fake.float(), zeros)
             scaler.scale(loss_real + loss_fake).backward()
         else:  # the same step in two forward/backward passes
             with self._autocast():
-                logits_real = self.d_train(real)
+                logits_real = self.d_train(real, *y)
                 loss_real = F.binary_cross_entropy_with_logits(logits_real.float(), ones)
             scaler.scale(loss_real).backward()
             with self._autocast():
-                fake = self.g_train(z)
-                logits_fake = self.d_train(fake.detach())
+                fake = self.g_train(z, *y)
+                logits_fake = self.d_train(fake.detach(), *y)
                 loss_fake = F.binary_cross_entropy_with_logits(logits_fake.float(), zeros)
             scaler.scale(loss_fake).backward()
         scaler.step(self.opt_d)
@@ -311,7 +344,7 @@ class Trainer:
         self.opt_g.zero_grad(set_to_none=True)
         self.D.requires_grad_(False)
         with self._autocast():
-            logits_g = self.D(fake)
+            logits_g = self.D(fake, *y)
             loss_g = F.binary_cross_entropy_with_logits(logits_g.float(), ones)
         scaler.scale(loss_g).backward()
         self.D.requires_grad_(True)
@@ -327,7 +360,9 @@ class Trainer:
     def fit(self, on_step: Callable[[Trainer, torch.Tensor], None] | None = None) -> TrainResult:
         """Train until `total_steps`; checkpoints, samples and logs go into the run folder."""
         cfg, folder, main = self.config, self.folder, self.dist.is_main
-        samples = SampleMonitor(folder, self.fixed_z, self.data.images[:NUM_FIXED], COLLAPSE_THRESHOLD)
+        samples = SampleMonitor(
+            folder, self.fixed_z, self.data.images[:NUM_FIXED], COLLAPSE_THRESHOLD, num_classes=len(self.classes)
+        )
         last: Path | None = None
         if main:
             print(self.plan_choice, flush=True)
@@ -342,7 +377,9 @@ class Trainer:
             if self.data.skipped and main:
                 log.note(self._skipped_summary())
             while self.step < self.total_steps:
-                stats = self.train_step(self.real_batch(self.step), self.latent_batch())
+                labels = self.real_labels(self.step)  # a conditional run's; an unconditional step is called as before
+                y = () if labels is None else (labels,)
+                stats = self.train_step(self.real_batch(self.step), self.latent_batch(), *y)
                 if on_step is not None:
                     on_step(self, stats)
                 # On a GPU, looking at the losses syncs the host, so look every log_every steps (on a CPU: every
@@ -382,6 +419,36 @@ class Trainer:
             samples.figures()
             last = last or folder.list_checkpoints()[-1]
         return TrainResult(self.out, self.step, last)
+
+
+def classes_to_draw(config: TrainConfig, data: ImageData) -> tuple[str, ...]:
+    """The class names a run with `config` draws on `data` (label i is the i-th); () unless `config.conditional`.
+
+    Raises:
+        DataError: a conditional run on data without labels, or with fewer than two classes.
+    """
+    if not config.conditional:
+        return ()
+    if data.labels is None:
+        raise DataError(
+            f"--conditional needs labelled images and --data {config.data} has no labels: use a labelled set "
+            "(mnist, fashion-mnist, cifar10, svhn, imagenet), a folder with one subfolder per class, or "
+            "--labels-from-name gender|race|age for UTKFace-style file names."
+        )
+    count = data.num_classes or 0
+    if count < 2:
+        raise DataError(f"--conditional needs at least two classes and --data {config.data} has {count}.")
+    return data.classes if data.classes is not None else tuple(str(i) for i in range(count))
+
+
+def _check_classes(state: dict[str, Any], classes: tuple[str, ...], config: TrainConfig) -> None:
+    """A resumed conditional run must go on with as many classes as its models were built for."""
+    saved = int(state.get("num_classes", 0))
+    if saved and saved != len(classes):
+        raise CheckpointError(
+            f"The checkpoint's models draw {saved} classes but --data {config.data} has {len(classes)}; resume on "
+            "the data the run was trained on, or start a new --out."
+        )
 
 
 @contextlib.contextmanager
@@ -437,6 +504,7 @@ __all__ = [
     "NumericalFault",
     "TrainResult",
     "Trainer",
+    "classes_to_draw",
     "dry_run",
     "keep_freed_memory",
     "resolve_precision",

@@ -59,3 +59,70 @@ def test_dry_run_with_a_bad_flag_is_one_sentence_and_exit_2(
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------------------------- class-conditional
+def _class_folders(folder: Path, classes: tuple[str, ...] = ("cats", "dogs"), n: int = 24) -> Path:
+    for name in classes:
+        _images(folder / name, n)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            ["--conditional"],
+            "--conditional needs labelled images and --data {data} has no labels: use a labelled "
+            "set (mnist, fashion-mnist, cifar10, svhn, imagenet), a folder with one subfolder per class, or "
+            "--labels-from-name gender|race|age for UTKFace-style file names.",
+        ),
+        (
+            ["--conditioning", "concat"],
+            "--conditioning says how a class-conditional model takes its label; add --conditional.",
+        ),
+        (["--conditional", "--conditioning", "film"], "invalid choice: 'film'"),
+        (["--conditional", "--labels-from-name", "hair"], "--labels-from-name must be one of gender, race, age"),
+    ],
+)
+def test_conditional_flag_errors_are_one_sentence_and_write_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+) -> None:
+    data = _images(tmp_path / "flat")
+    out = tmp_path / "run"
+    args = ["train", "--data", str(data), "--out", str(out), "--steps", "2", "--no-progress", *TINY, *flags]
+    if "film" in flags:
+        with pytest.raises(SystemExit) as exit_:
+            main(args)
+        assert exit_.value.code == 2
+    else:
+        assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message.format(data=data) in err and "Traceback" not in err
+    assert len([line for line in err.strip().splitlines() if "error:" in line]) == 1
+    assert not out.exists()
+
+
+def test_conditional_dry_run_finds_a_folders_classes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """One subfolder per class is enough for --conditional; a dry run reads the classes without decoding."""
+    data = _class_folders(tmp_path / "pets")
+    out = tmp_path / "run"
+    assert main(["train", "--dry-run", "--conditional", "--data", str(data), "--out", str(out), *TINY]) == 0
+    assert "48 images" in capsys.readouterr().out and not out.exists()
+
+
+def test_resuming_a_conditional_run_unconditionally_is_exit_2_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _class_folders(tmp_path / "pets")
+    out = tmp_path / "run"
+    base = ["train", "--data", str(data), "--out", str(out), "--no-progress", "--log-every", "1", *TINY]
+    assert main([*base, "--steps", "2", "--conditional", "--conditioning", "cbn"]) == 0
+    before = _files(out)
+    capsys.readouterr()
+    assert main([*base, "--steps", "4", "--resume", "--no-conditional"]) == 2
+    err = capsys.readouterr().err
+    assert f"{out} holds a class-conditional run and cannot go on as an unconditional one" in err
+    assert len(err.strip().splitlines()) == 1 and _files(out) == before
+    assert main([*base, "--steps", "3", "--resume"]) == 0, "a plain --resume goes on conditionally"
+    assert resume_config(out).conditioning == "cbn" and resume_config(out).conditional

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from dcgan.cli.common import non_negative_int, positive_int
+from dcgan.errors import ConfigError
 
 
 def register(sub: Any) -> None:
@@ -18,6 +19,11 @@ def register(sub: Any) -> None:
     p.add_argument("--seed", type=non_negative_int, default=0, help="the same seed gives the same images")
     p.add_argument("--nrow", type=positive_int, help="images per grid row (default: square)")
     p.add_argument("--sheet", action="store_true", help="also write sheet.png: the grid with each image's number")
+    p.add_argument("--class", dest="class_", metavar="NAME|ID",
+                   help="a class-conditional run: draw every sample in this class (a name or an id)")  # fmt: skip
+    p.add_argument("--class-sheet", type=positive_int, nargs="?", const=8, metavar="ROWS",
+                   help="a class-conditional run: also write classes.png, ROWS latents (default 8) each drawn in "
+                   "every class: one row per z, one column per class")  # fmt: skip
     p.add_argument("--no-ema", action="store_true", help="use the raw generator even if an EMA copy exists")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.set_defaults(func=run_sample)
@@ -29,19 +35,36 @@ def register(sub: Any) -> None:
 
 
 def run_sample(args: argparse.Namespace) -> int:
+    from dcgan.models import resolve_class
     from dcgan.run import Run
     from dcgan.sample import write_samples
 
     run = Run.open(args.run, device=args.device)
     generator = run.generator(ema=not args.no_ema)
-    write_samples(generator, args.n, args.out, seed=args.seed, nrow=args.nrow)
+    label = None if args.class_ is None else resolve_class(generator, args.class_)
+    if args.class_sheet and not generator.num_classes:
+        raise ConfigError(
+            "--class-sheet draws one column per class, and this generator is unconditional: it was not trained "
+            "with --conditional."
+        )
+    write_samples(generator, args.n, args.out, seed=args.seed, nrow=args.nrow, label=label)
     if args.sheet:
         from dcgan.latent import numbered_sheet
-        from dcgan.sample import generate, latents
+        from dcgan.sample import generate, latents, sample_labels
 
-        images = generate(generator, latents(args.n, generator.nz, generator.prior, args.seed), plan="auto")
+        z = latents(args.n, generator.nz, generator.prior, args.seed)
+        images = generate(generator, z, labels=sample_labels(generator, args.n, label), plan="auto")
         numbered_sheet(images, args.nrow).save(args.out / "sheet.png")
-    print(f"Wrote {args.n} samples from {run.path} (seed {args.seed}) to {args.out}; grid: {args.out / 'grid.png'}")
+    what = f" of class {generator.classes[label]}" if label is not None else ""
+    print(
+        f"Wrote {args.n} samples{what} from {run.path} (seed {args.seed}) to {args.out}; grid: {args.out / 'grid.png'}"
+    )
+    if args.class_sheet:
+        from dcgan.sample import class_sheet, save_grid
+
+        images, per_row = class_sheet(generator, rows=args.class_sheet, seed=args.seed)
+        save_grid(images, args.out / "classes.png", nrow=per_row)
+        print(f"Class sheet, one row per z and one column per class: {args.out / 'classes.png'}")
     return 0
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from dcgan.cli.common import non_negative_int, positive_float, positive_int
-from dcgan.config import EVAL_METRICS, PRECISIONS, PRESETS, PRIORS, TrainConfig, build_config
+from dcgan.config import CONDITIONINGS, EVAL_METRICS, PRECISIONS, PRESETS, PRIORS, TrainConfig, build_config
+from dcgan.errors import ConfigError
 from dcgan.run import RunFolder, resume_config
 
 DEFAULT_PRESET = "digits32"
@@ -27,6 +28,14 @@ CONFIG_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
     "--ngf": ("ngf", {"type": positive_int, "help": "generator width (default 64)"}),
     "--ndf": ("ndf", {"type": positive_int, "help": "discriminator width (default 64)"}),
     "--prior": ("prior", {"choices": PRIORS, "help": "latent prior (paper: uniform)"}),
+    "--conditioning": (
+        "conditioning",
+        {"choices": CONDITIONINGS[1:], "help": "with --conditional: how G and D take the label (default projection)"},
+    ),
+    "--labels-from-name": (
+        "labels_from_name",
+        {"metavar": "FIELD", "help": "label a folder by a field of UTKFace-style file names: gender, race or age"},
+    ),
     "--batch-size": ("batch_size", {"type": positive_int, "help": "global batch size (paper: 128)"}),
     "--lr": ("lr", {"type": positive_float, "help": "Adam learning rate (paper: 2e-4)"}),
     "--beta1": ("beta1", {"type": float, "help": "Adam beta1 (paper: 0.5)"}),
@@ -79,6 +88,8 @@ def register(sub: Any) -> None:
         p.add_argument(flag, default=None, **kwargs)
     for flag, (_, text) in SWITCHES.items():
         p.add_argument(flag, action="store_true", default=None, help=text)
+    p.add_argument("--conditional", action=argparse.BooleanOptionalAction, default=None,
+                   help="class-conditional G and D: the data's labels choose what G draws (`dcgan sample --class`)")  # fmt: skip
     add_plan_switches(p)
     p.add_argument("--out", type=Path, help="run folder (default runs/<preset or data name>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
@@ -113,10 +124,15 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     given.update({field: getattr(args, flag[2:].replace("-", "_")) for flag, (field, _) in SWITCHES.items()})
     given["channels_last"] = args.channels_last
     given["gemm_conv"] = args.gemm_conv
+    given["conditional"] = args.conditional
     if args.resume and args.out and RunFolder(args.out).config.exists():
-        return resume_config(args.out, args.preset, **given)
-    preset = args.preset or (DEFAULT_PRESET if args.data is None else None)
-    return build_config(preset, **given)
+        config = resume_config(args.out, args.preset, **given)
+    else:
+        preset = args.preset or (DEFAULT_PRESET if args.data is None else None)
+        config = build_config(preset, **given)
+    if args.conditioning is not None and not config.conditional:
+        raise ConfigError("--conditioning says how a class-conditional model takes its label; add --conditional.")
+    return config
 
 
 def default_run_name(config: TrainConfig) -> str:

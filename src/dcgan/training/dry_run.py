@@ -108,7 +108,7 @@ def dry_run(
             folder already in use, a checkpoint that does not fit).
     """
     from dcgan import distributed
-    from dcgan.train import Trainer, step_counts
+    from dcgan.train import Trainer, classes_to_draw, step_counts
 
     config.validate()
     source, images, channels = (data.source, len(data), data.channels) if data is not None else _look_at_data(config)
@@ -117,6 +117,10 @@ def dry_run(
     shape = (config.batch_size, channels, config.image_size, config.image_size)
     random_images = ImageData(torch.randint(0, 256, shape, dtype=torch.uint8, generator=noise), None, config.data,
                               "train", "random pixels")  # fmt: skip
+    if config.conditional:  # the data's classes, found without decoding a folder; random labels over them
+        classes = classes_to_draw(config, data if data is not None else _look_at_labels(config))
+        random_images.labels = torch.randint(0, len(classes), shape[:1], generator=noise)
+        random_images.classes = classes
     gemm_before = use_gemm_conv(True)  # the Trainer switches it process-wide; put it back after
     # The Trainer sees one batch of random images: it is told the real run's length, which decides whether the
     # plan is worth measuring.
@@ -142,7 +146,9 @@ def _time_a_step(trainer: Trainer) -> float:
     seconds, stats = 0.0, torch.zeros(4)
     for step in range(2):
         start = time.perf_counter()
-        stats = trainer.train_step(trainer.real_batch(step), trainer.latent_batch()).cpu()  # .cpu() waits for it
+        labels = trainer.real_labels(step)
+        y = () if labels is None else (labels,)
+        stats = trainer.train_step(trainer.real_batch(step), trainer.latent_batch(), *y).cpu()  # .cpu() waits for it
         seconds = time.perf_counter() - start
     if not torch.isfinite(stats).all():
         warnings.warn("The dry run's steps gave NaN/Inf losses; try --precision fp32 or a lower --lr.", stacklevel=3)
@@ -177,6 +183,34 @@ def _look_at_data(config: TrainConfig) -> tuple[str, int, int]:
     if not decoded:
         raise DataError(f"--data {path}: none of its first {min(len(files), PEEK_FILES)} image files could be decoded.")
     return str(path.resolve()), len(files), channels
+
+
+def _look_at_labels(config: TrainConfig) -> ImageData:
+    """The data's labels and class names without its pixels where it is a folder: from its file list (one
+    subfolder per class, or `labels_from_name`); a named set is loaded as a run loads it."""
+    path = Path(config.data).expanduser()
+    if registry.is_standard(config.data) or not path.exists():
+        return load_images(
+            config.data, root=config.data_root, image_size=config.image_size, channels=config.channels,
+            labels_from_name=config.labels_from_name,
+        )  # fmt: skip
+    from dcgan.data import labels
+    from dcgan.data.folder import list_images
+
+    folder = path.resolve()
+    files = [str(f) for f in list_images(folder)]
+    if config.labels_from_name is not None:
+        found, classes = labels.labels_from_names(files, config.labels_from_name, str(folder))
+        found = found[found >= 0]
+    else:
+        by_folder = labels.labels_from_subfolders(files, folder)
+        if by_folder is None:
+            return ImageData(torch.empty(0, 1, 1, 1, dtype=torch.uint8), None, config.data, "train", str(folder))
+        found, classes = by_folder
+    return ImageData(
+        torch.empty(0, 1, 1, 1, dtype=torch.uint8), torch.from_numpy(found), config.data, "train", str(folder),
+        classes=classes,
+    )  # fmt: skip
 
 
 def _duration(seconds: float) -> str:

@@ -43,6 +43,14 @@ def newest_state(folder: RunFolder, config: TrainConfig, *, resume: bool, talk: 
 
 
 def _check_fits(saved: TrainConfig, config: TrainConfig, folder: RunFolder, talk: bool) -> None:
+    if saved.conditional != config.conditional:
+        raise CheckpointError(
+            f"{folder.root} holds a class-conditional run and cannot go on as an unconditional one; resume it "
+            "without --no-conditional, or start a new --out."
+            if saved.conditional
+            else f"{folder.root} holds an unconditional run and cannot go on as a class-conditional one; resume it "
+            "without --conditional, or start a new --out with --conditional."
+        )
     wanted = config.architecture()
     if saved.architecture() != wanted:
         diff = ", ".join(f"{k} {v} vs {wanted[k]}" for k, v in saved.architecture().items() if v != wanted[k])
