@@ -75,7 +75,9 @@ def tiny_conditional_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from dcgan.train import train
 
     out = tmp_path_factory.mktemp("tiny-conditional-run") / "run"
-    train(tiny_config(conditional=True), out, data=class_shapes_data(), progress=False)
+    # projection (G with class-conditional batchnorm, D with the projection term): the tests reach both kinds of
+    # label weights through it; the default, concat, is covered by the model tests
+    train(tiny_config(conditional=True, conditioning="projection"), out, data=class_shapes_data(), progress=False)
     return out
 
 

@@ -395,7 +395,8 @@ def test_resuming_across_conditioning_or_classes_is_refused_and_writes_nothing(
     three = class_shapes_data()
     three.labels, three.classes = torch.arange(len(three)) % 3, ("a", "b", "c")
     with pytest.raises(CheckpointError, match="draw 2 classes but --data shapes has 3"):
-        train(tiny_config(steps=12, conditional=True), tiny_conditional_run, resume=True, data=three, progress=False)
+        config = tiny_config(steps=12, conditional=True, conditioning="projection")  # the run's own conditioning
+        train(config, tiny_conditional_run, resume=True, data=three, progress=False)
     with pytest.raises(CheckpointError, match="conditioning projection vs concat"):
         config = tiny_config(steps=12, conditional=True, conditioning="concat")
         train(config, tiny_conditional_run, resume=True, data=class_shapes_data(), progress=False)
@@ -412,13 +413,28 @@ def test_conditional_training_needs_two_labelled_classes(tmp_path: Path) -> None
     assert not (tmp_path / "run").exists()
 
 
-def test_conditional_sample_grids_draw_each_latent_in_every_class(tiny_conditional_run: Path) -> None:
+def test_conditional_sample_grids_draw_each_latent_in_every_class(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Two classes: each grid row holds 4 latents, each drawn as "light" then "dark", side by side."""
-    z, labels, nrow = class_grid(torch.arange(64.0)[:, None], 2)
-    assert nrow == 8 and labels.tolist()[:8] == [0, 1] * 4
-    assert z[:10, 0].tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
-    z, labels, nrow = class_grid(torch.arange(64.0)[:, None], 10)
-    assert nrow == 10 and len(labels) == 60 and z[:, 0].tolist() == [i // 10 for i in range(60)]
-    assert labels.tolist() == [i % 10 for i in range(60)]
-    grid = Image.open(tiny_conditional_run / "samples" / "step-00000008.png")
+    import dcgan.training.samples as samples
+
+    drawn: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+    generate = samples.generate
+
+    def spy(generator: torch.nn.Module, z: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        drawn.append((z, kwargs.get("labels")))  # type: ignore[arg-type]
+        return generate(generator, z, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(samples, "generate", spy)
+    out = tmp_path / "run"
+    train(tiny_config(steps=4, conditional=True), out, data=class_shapes_data(), progress=False)
+    z, labels = drawn[-1]
+    assert labels is not None and labels.tolist() == [0, 1] * 32
+    assert torch.equal(z[0::2], z[1::2]), "each latent is drawn in both classes"
+    assert len(torch.unique(z, dim=0)) == 32
+    grid = Image.open(out / "samples" / "step-00000004.png")
     assert grid.size == (2 + 8 * 18, 2 + 8 * 18)
+    z, labels, nrow = class_grid(torch.arange(64.0)[:, None], 10)  # ten classes: one latent a row
+    assert nrow == 10 and z[:, 0].tolist() == [i // 10 for i in range(60)]
+    assert labels.tolist() == [i % 10 for i in range(60)]

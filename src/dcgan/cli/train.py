@@ -30,7 +30,7 @@ CONFIG_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
     "--prior": ("prior", {"choices": PRIORS, "help": "latent prior (paper: uniform)"}),
     "--conditioning": (
         "conditioning",
-        {"choices": CONDITIONINGS[1:], "help": "with --conditional: how G and D take the label (default projection)"},
+        {"choices": CONDITIONINGS[1:], "help": "with --conditional: how G and D take the label (default concat)"},
     ),
     "--labels-from-name": (
         "labels_from_name",
