@@ -15,6 +15,7 @@ import threading
 import time
 import urllib.request
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -42,10 +43,10 @@ def requests_to_time(explorer: Explorer, repeats: int = 5) -> list[Call]:
     model's requests draw in its first class, and the same 8 z drawn in every class is timed too."""
     z = latents(64, explorer.generator.nz, explorer.prior, 0).tolist()
     conditional = bool(explorer.generator.num_classes)
-    klass = {"class": 0} if conditional else {}
+    klass: dict[str, Any] = {"class": 0} if conditional else {}
     layer = len(explorer.layers) - 1
     half = list(range(0, explorer.layers[layer], 2))
-    json_calls = [
+    json_calls: list[tuple[str, str, dict[str, Any]]] = [
         ("sheet of 64", "/api/sheet", {"seed": 1, "n": 64}),
         ("arithmetic (3+3+3, 9 results)", "/api/arithmetic", {"a": z[0:3], "b": z[3:6], "c": z[6:9]}),
         ("walk, 17 steps (slerp)", "/api/walk", {"z0": z[0], "z1": z[1], "steps": 17, "method": "slerp"}),
