@@ -223,3 +223,84 @@ def test_bad_ids_and_files_exit_2_with_one_sentence(
     assert main([swap.get(a, a) for a in argv] + ["--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and err.count("\n") == 1
+
+
+# ----------------------------------------------------------------------------------------------- a conditional run
+def panel_at(figure: Image.Image, panel: Image.Image, top: int) -> np.ndarray:
+    """The part of a per-class figure where a panel of `panel`'s size starts `top` pixels down."""
+    return np.asarray(figure.convert("RGB").crop((0, top, panel.width, top + panel.height)))
+
+
+def test_latent_commands_draw_within_a_class_or_the_same_z_in_every_class(
+    tiny_conditional_run: Path, tmp_path: Path
+) -> None:
+    from dcgan.conditional import ClassGenerator
+    from dcgan.run import Run
+
+    g = Run.open(tiny_conditional_run).generator()
+    light, dark = ClassGenerator(g, 0), ClassGenerator(g, 1)
+    run, walk = str(tiny_conditional_run), ["--rows", "2", "--steps", "4"]
+    assert main(["interpolate", run, *walk, "--class", "dark", "--out", str(tmp_path / "dark")]) == 0
+    z = load_z(tmp_path / "dark" / "z.npy")
+    want = grid_image(generate(dark, z), nrow=4)
+    assert np.array_equal(
+        np.asarray(Image.open(tmp_path / "dark" / "walk.png").convert("RGB")), np.asarray(want.convert("RGB"))
+    )
+    record = json.loads((tmp_path / "dark" / "record.json").read_text())
+    assert record["class"] == {"id": 1, "name": "dark"} and record["options"]["class"] == "dark"
+
+    # the same walk in every class: one captioned panel per class, each the walk drawn in that class
+    assert main(["interpolate", run, *walk, "--every-class", "--out", str(tmp_path / "every")]) == 0
+    torch.testing.assert_close(load_z(tmp_path / "every" / "z.npy"), z)  # z does not depend on the class
+    figure = Image.open(tmp_path / "every" / "walk.png")
+    first, second = grid_image(generate(light, z), nrow=4).convert("RGB"), want.convert("RGB")
+    assert figure.height == 2 * (14 + first.height) + 8
+    assert np.array_equal(panel_at(figure, first, 14), np.asarray(first))
+    assert np.array_equal(panel_at(figure, second, 14 + first.height + 8 + 14), np.asarray(second))
+    assert json.loads((tmp_path / "every" / "record.json").read_text())["classes"] == ["light", "dark"]
+
+    sums = ["--a", "1,2", "--b", "3", "--c", "4"]
+    assert main(["arithmetic", run, *sums, "--class", "0", "--out", str(tmp_path / "ar0")]) == 0
+    assert main(["arithmetic", run, *sums, "--every-class", "--out", str(tmp_path / "ar")]) == 0
+    torch.testing.assert_close(load_z(tmp_path / "ar" / "z.npy"), load_z(tmp_path / "ar0" / "z.npy"))
+    one = Image.open(tmp_path / "ar0" / "arithmetic.png")
+    assert Image.open(tmp_path / "ar" / "arithmetic.png").height == 2 * (14 + one.height) + 8
+    assert main(["direction", run, "--a", "1", "--b", "2", "--rows", "2", "--steps", "3", "--every-class",
+                 "--out", str(tmp_path / "dir")]) == 0  # fmt: skip
+    assert Image.open(tmp_path / "dir" / "direction.png").height == 2 * (14 + 2 * 18 + 2) + 8
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["interpolate", "COND"],
+            "This generator is class-conditional: give --class NAME|ID or --every-class (its classes: 0 (light), 1 (dark)).",
+        ),
+        (["project", "COND", "IMAGE"], "give --class NAME|ID (its classes"),
+        (
+            ["interpolate", "COND", "--class", "cow"],
+            "Unknown class 'cow': this generator's classes are 0 (light), 1 (dark).",
+        ),
+        (["arithmetic", "COND", "--a", "1", "--b", "2", "--c", "3", "--class", "2"], "Class id 2 is out of range"),
+        (["interpolate", "COND", "--class", "0", "--every-class"], "Give --class or --every-class, not both."),
+        (["interpolate", "COND", "--every-class", "--points", "1,IMAGE"], "Images are projected within one class"),
+        (["interpolate", "PLAIN", "--every-class"], "--every-class needs a class-conditional generator"),
+        (["interpolate", "PLAIN", "--class", "0"], "This generator is unconditional"),
+    ],
+)
+def test_classes_given_wrongly_exit_2_with_one_sentence(
+    tiny_conditional_run: Path,
+    tiny_run: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    message: str,
+) -> None:
+    image = tmp_path / "image.png"
+    Image.new("L", (16, 16), 128).save(image)
+    swap = {"COND": str(tiny_conditional_run), "PLAIN": str(tiny_run), "IMAGE": str(image)}
+    argv = [swap.get(a, a.replace("IMAGE", str(image))) for a in argv]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and err.count("\n") == 1

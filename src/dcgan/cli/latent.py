@@ -2,6 +2,10 @@
 
 Every command takes a run folder or checkpoint first and `--out DIR`, and writes its pictures beside a
 `record.json` holding the checkpoint, its step, the seed and every option, so the result can be made again.
+
+A class-conditional generator needs `--class NAME|ID` (everything drawn, and images projected, in that class)
+or, for interpolate, arithmetic and direction, `--every-class`: the same z drawn in every class, one panel per
+class, so what z carries (style) and what the label carries (the class) can be told apart.
 """
 
 from __future__ import annotations
@@ -16,16 +20,25 @@ import torch
 from dcgan.cli.common import non_negative_int, positive_float, positive_int
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from dcgan.models import Generator
     from dcgan.run import Run
 
 
-def add_common(p: argparse.ArgumentParser, seed_help: str = "seed of the sample sheet that numbers name") -> None:
+def add_common(
+    p: argparse.ArgumentParser, seed_help: str = "seed of the sample sheet that numbers name", every_class: bool = True
+) -> None:
     p.add_argument("run", type=Path, metavar="RUN_DIR|CHECKPOINT")
     p.add_argument("--out", type=Path, required=True, help="folder for the pictures and record.json")
     p.add_argument("--seed", type=non_negative_int, default=0, help=seed_help)
     p.add_argument("--no-ema", action="store_true", help="use the raw generator even if an EMA copy exists")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--class", dest="class_", metavar="NAME|ID",
+                   help="a class-conditional generator: draw (and project images) in this class")  # fmt: skip
+    if every_class:
+        p.add_argument("--every-class", action="store_true",
+                       help="a class-conditional generator: draw the same z in every class, one panel per class")  # fmt: skip
 
 
 def add_projection(p: argparse.ArgumentParser) -> None:
@@ -38,19 +51,64 @@ def add_projection(p: argparse.ArgumentParser) -> None:
 
 
 def open_run(args: argparse.Namespace) -> tuple[Run, dict[str, Any], Generator]:
-    """(the opened run, facts for the record, generator in eval mode) of the command's RUN argument."""
+    """(the opened run, facts for the record, generator in eval mode) of the command's RUN argument.
+
+    The generator draws what `--class` names (a `ClassGenerator` of a conditional G); with `--every-class` it is
+    the conditional G itself, and `drawn_classes` gives one generator per class. The classes go into the facts.
+    """
+    from dcgan.conditional import ClassGenerator, class_list, in_class
     from dcgan.run import Run
 
     run = Run.open(args.run, device=args.device)
     facts = {"checkpoint": str(run.path), "step": run.step, "prior": run.prior, "nz": run.config.nz}
-    return run, facts, run.generator(ema=not args.no_ema)
+    generator = run.generator(ema=not args.no_ema)
+    every = getattr(args, "every_class", False)
+    if every and args.class_ is not None:
+        raise _config_error("Give --class or --every-class, not both.")
+    if every and not generator.num_classes:
+        raise _config_error("--every-class needs a class-conditional generator, and this one is unconditional.")
+    if generator.num_classes and not every and args.class_ is None:
+        flags = "--class NAME|ID or --every-class" if hasattr(args, "every_class") else "--class NAME|ID"
+        raise _config_error(
+            f"This generator is class-conditional: give {flags} (its classes: {class_list(generator)})."
+        )
+    if every:
+        facts["classes"] = list(generator.classes)
+        return run, facts, generator
+    drawn = in_class(generator, args.class_)
+    if isinstance(drawn, ClassGenerator):
+        facts["class"] = {"id": drawn.label, "name": drawn.class_name}
+    return run, facts, drawn
+
+
+def drawn_classes(args: argparse.Namespace, generator: Generator) -> list[tuple[str | None, Generator]]:
+    """(class name, generator of z) for each panel a command draws: every class with `--every-class`, else the
+    one generator `open_run` gave (name None)."""
+    from dcgan.conditional import ClassGenerator
+
+    if getattr(args, "every_class", False):
+        return [(name, ClassGenerator(generator, k)) for k, name in enumerate(generator.classes)]  # type: ignore[misc]
+    return [(None, generator)]
+
+
+def per_class(panels: list[tuple[str | None, Image.Image]]) -> Image.Image:
+    """One panel, or one panel per class, one above the other, each captioned with its class."""
+    from dcgan.latent import labelled, vstack
+
+    if len(panels) == 1 and panels[0][0] is None:
+        return panels[0][1]
+    return vstack([labelled(panel, f"class {name}") for name, panel in panels], gap=8)
 
 
 def write_record(out: Path, command: str, args: argparse.Namespace, facts: dict[str, Any], **results: Any) -> Path:
     """`record.json`: the command, its options, the checkpoint and the results, enough to make it again."""
     from dcgan import __version__
 
-    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("func", "command")}
+    options = {
+        k.rstrip("_"): (str(v) if isinstance(v, Path) else v)
+        for k, v in vars(args).items()
+        if k not in ("func", "command")
+    }  # `class_` (a keyword's dest) is recorded as `class`
     record = {"command": f"dcgan {command}", "dcgan_version": __version__, **facts, "options": options, **results}
     out.mkdir(parents=True, exist_ok=True)
     path = out / "record.json"
@@ -68,11 +126,16 @@ def _plain(value: Any) -> Any:
 
 def projector(args: argparse.Namespace, run: Run, generator: Generator) -> Any:
     """The function that brings image files into z with the command's projection options."""
+    from dcgan.conditional import ClassGenerator
     from dcgan.projection import fit_encoder, load_image_files, project
 
     fitted: list[Any] = []  # the encoder, fitted once on first use and shared by every group of the command
 
     def into_z(paths: list[Path]) -> torch.Tensor:
+        if generator.num_classes:  # --every-class: which class the images show is not known
+            raise _config_error("Images are projected within one class: give --class with the class they show.")
+        if args.feature_weight > 0 and isinstance(generator, ClassGenerator):
+            raise _config_error("--feature-weight needs an unconditional run; a conditional D reads labels too.")
         images = load_image_files(paths, generator.image_size, generator.channels)
         discriminator = run.discriminator() if args.feature_weight > 0 else None
         if args.encoder_steps and not fitted:
@@ -107,7 +170,7 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run_interpolate)
 
     p = sub.add_parser("project", help="find z that reconstructs real images")
-    add_common(p, "seed of the random starts (and of the encoder's training)")
+    add_common(p, "seed of the random starts (and of the encoder's training)", every_class=False)
     p.add_argument("images", type=Path, nargs="+", metavar="IMAGE")
     add_projection(p)
     p.set_defaults(func=run_project)
@@ -143,7 +206,7 @@ def register(sub: Any) -> None:
 
 def run_interpolate(args: argparse.Namespace) -> int:
     from dcgan.latent import interpolate, interpolate_chain, save_frames, save_z, walk_frames
-    from dcgan.sample import generate, latents, save_grid
+    from dcgan.sample import generate, grid_image, latents
 
     run, facts, generator = open_run(args)
     if args.steps < 2:
@@ -153,24 +216,27 @@ def run_interpolate(args: argparse.Namespace) -> int:
         points = exemplars(args, args.points, run, generator)
         if points.z.shape[0] < 2:
             raise _config_error("--points needs at least 2 exemplars.")
-        chain = interpolate_chain(points.z, args.steps, args.method)
+        z = interpolate_chain(points.z, args.steps, args.method)
         legs = points.z.shape[0] - 1
         rows_index = torch.cat([leg * (args.steps - 1) + torch.arange(args.steps) for leg in range(legs)])
-        images = generate(generator, chain)
-        save_grid(images[rows_index], args.out / "walk.png", nrow=args.steps)
-        frames = walk_frames(images, 1, images.shape[0])
-        z, sources = chain, points.sources
+        rows, sources = 1, points.sources
     else:
         ends = latents(2 * args.rows, generator.nz, generator.prior, args.seed)
         z = torch.cat([interpolate(ends[2 * r], ends[2 * r + 1], args.steps, args.method) for r in range(args.rows)])
-        images = generate(generator, z)
-        save_grid(images, args.out / "walk.png", nrow=args.steps)
-        frames = walk_frames(images, args.rows, args.steps)
+        rows_index, rows = torch.arange(z.shape[0]), args.rows
         sources = [f"sheet {2 * r} -> {2 * r + 1} (seed {args.seed})" for r in range(args.rows)]
+    drawn = [(name, generate(g, z)) for name, g in drawn_classes(args, generator)]
+    args.out.mkdir(parents=True, exist_ok=True)
+    per_class([(name, grid_image(images[rows_index], nrow=args.steps)) for name, images in drawn]).save(
+        args.out / "walk.png"
+    )
+    per_frame = [walk_frames(images, rows, z.shape[0] // rows) for _, images in drawn]  # the same walk in each class
+    frames = [per_class([(name, f[t]) for (name, _), f in zip(drawn, per_frame)]) for t in range(len(per_frame[0]))]
     save_frames(frames, args.out / "walk.gif")
     save_z(z, args.out / "z.npy")
     write_record(args.out, "interpolate", args, facts, exemplars=sources, outputs=["walk.png", "walk.gif", "z.npy"])
-    print(f"Wrote {images.shape[0]} walk images to {args.out / 'walk.png'} and {args.out / 'walk.gif'}.")
+    count = sum(images.shape[0] for _, images in drawn)
+    print(f"Wrote {count} walk images to {args.out / 'walk.png'} and {args.out / 'walk.gif'}.")
     return 0
 
 
@@ -180,6 +246,8 @@ def run_project(args: argparse.Namespace) -> int:
     from dcgan.sample import grid_image
 
     run, facts, generator = open_run(args)
+    if args.feature_weight > 0 and "class" in facts:
+        raise _config_error("--feature-weight needs an unconditional run; a conditional D reads labels too.")
     images = load_image_files(args.images, generator.image_size, generator.channels)
     encoder = fit_encoder(generator, steps=args.encoder_steps, seed=args.seed) if args.encoder_steps else None
     discriminator = run.discriminator() if args.feature_weight > 0 else None
@@ -211,11 +279,14 @@ def run_arithmetic(args: argparse.Namespace) -> int:
 
     run, facts, generator = open_run(args)
     groups = {name: exemplars(args, getattr(args, name), run, generator) for name in "abc"}
-    result = vector_arithmetic(
-        generator, groups["a"].z, groups["b"].z, groups["c"].z, noise=args.noise, n_noisy=args.n_noisy, seed=args.seed
-    )
+    za, zb, zc = (groups[name].z for name in "abc")
+    results = [
+        (name, vector_arithmetic(g, za, zb, zc, noise=args.noise, n_noisy=args.n_noisy, seed=args.seed))
+        for name, g in drawn_classes(args, generator)
+    ]  # the same z in every class: noise and sums do not depend on the class
     args.out.mkdir(parents=True, exist_ok=True)
-    arithmetic_figure(result).save(args.out / "arithmetic.png")
+    per_class([(name, arithmetic_figure(result)) for name, result in results]).save(args.out / "arithmetic.png")
+    result = results[0][1]
     save_z(torch.cat([result.result[None], result.noisy]), args.out / "z.npy")
     write_record(
         args.out, "arithmetic", args, facts, exemplars={k: g.sources for k, g in groups.items()},
@@ -227,7 +298,7 @@ def run_arithmetic(args: argparse.Namespace) -> int:
 
 def run_direction(args: argparse.Namespace) -> int:
     from dcgan.latent import attribute_direction, label_groups, save_z
-    from dcgan.sample import latents, save_grid
+    from dcgan.sample import grid_image, latents
 
     by_ids, by_labels = bool(args.a or args.b), bool(args.labels_from or args.a_label or args.b_label)
     if by_ids == by_labels or (by_ids and not (args.a and args.b)) or (by_labels and not (args.labels_from and args.a_label and args.b_label)):  # fmt: skip
@@ -246,8 +317,14 @@ def run_direction(args: argparse.Namespace) -> int:
         if args.starts
         else latents(args.rows, generator.nz, generator.prior, args.seed)
     )
-    result = attribute_direction(generator, za, zb, starts, steps=args.steps, span=args.span)
-    save_grid(result.images, args.out / "direction.png", nrow=args.steps)
+    results = [
+        (name, attribute_direction(g, za, zb, starts, steps=args.steps, span=args.span))
+        for name, g in drawn_classes(args, generator)
+    ]
+    args.out.mkdir(parents=True, exist_ok=True)
+    panels = [(name, grid_image(result.images, nrow=args.steps)) for name, result in results]
+    per_class(panels).save(args.out / "direction.png")
+    result = results[0][1]
     save_z(result.direction[None], args.out / "direction.npy")
     save_z(za, args.out / "a.npy")  # the groups' z, so a new sweep (--a a.npy --b b.npy) needs no new projection
     save_z(zb, args.out / "b.npy")
