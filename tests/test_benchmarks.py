@@ -111,3 +111,35 @@ def test_web_load_prints_its_table() -> None:
     assert any(line.startswith("|       1 | sheet ") for line in lines), out.stdout
     assert "answers other than 200 or a well-formed 503: 0" in lines, out.stdout
     assert any(line.startswith("server RSS: ") and "MiB peak" in line for line in lines), out.stdout
+
+
+@pytest.mark.slow
+def test_conditional_quality_trains_and_scores_each_model(tmp_path: Path) -> None:
+    """Two steps of a conditional (projection) and the unconditional model on Fashion-MNIST, scored on 100 samples
+    with an untrained LeNet of Fashion-MNIST's classes: the table, the ceiling and the commands come out."""
+    from dcgan.data import registry
+    from dcgan.metrics import LeNet, save_extractor
+
+    if not Path("/usr/share/datasets/fashion-mnist").is_dir():
+        pytest.skip("needs Debian's dataset-fashion-mnist")
+    entry = registry.find("fashion-mnist")
+    assert entry is not None and entry.classes is not None
+    classes = {"classes": json.dumps(list(entry.classes))}
+    features = save_extractor(LeNet(), tmp_path / "lenet-untrained.safetensors", meta=classes)  # plumbing only
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "conditional_quality.py"), "--steps", "2", "--n", "100", "--models",
+         "projection,none", "--features", str(features), "--out", str(out),
+         "--train-args", "--ngf 8 --ndf 8 --batch-size 16 --precision fp32"],
+        capture_output=True, text=True, check=False, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads((out / "results.json").read_text())
+    models = {m["conditioning"]: m for m in result["models"]}
+    assert set(models) == {"projection", "none"} and all(m["step"] == 2 for m in models.values())
+    assert {"fid", "intrafid", "recognised", "confidence"} <= set(models["projection"]["values"])
+    assert "recognised" not in models["none"]["values"] and "fid" in models["none"]["values"]
+    assert 0 <= result["ceiling"] <= 1
+    assert "| projection | 0 | 2 |" in done.stdout and "| unconditional | 0 | 2 |" in done.stdout, done.stdout
+    assert "    dcgan train --data fashion-mnist --image-size 32 --seed 0 " in done.stdout
+    assert "--conditional --conditioning projection" in done.stdout
