@@ -146,7 +146,7 @@ def test_conditional_shapes_and_guidelines(size: int, conditioning: str) -> None
     assert _kinds(d.blocks[0]) == [nn.Conv2d, nn.LeakyReLU], "no batchnorm on D's input layer"
     for block in d.blocks[1:]:
         assert _kinds(block) == [nn.Conv2d, nn.BatchNorm2d, nn.LeakyReLU]
-    assert [f.shape[-1] for f in d.features(images, None if conditioning == "projection" else labels)][-1] == 4
+    assert [f.shape[-1] for f in d.features(images, labels)][-1] == 4
 
 
 def _class_grads(model: nn.Module, conditioning: str, what: str) -> torch.Tensor:
@@ -239,3 +239,22 @@ def test_resolve_class() -> None:
         resolve_class(g, "-1")
     with pytest.raises(ConfigError, match="unconditional"):
         resolve_class(Generator(16, 1, nz=8, ngf=4), 0)
+
+
+@pytest.mark.parametrize("conditioning", CONDITIONINGS)
+def test_features_of_unlabelled_images_on_a_conditional_discriminator(conditioning: str) -> None:
+    """The probe and guided backprop call D.features(x) on any D: a label-reading D then sees no class (zero
+    label planes); given labels, its features follow them; a projection D's features never depend on them."""
+    torch.manual_seed(0)
+    d = Discriminator(16, 1, ndf=4, num_classes=3, conditioning=conditioning).eval()
+    x, labels = torch.randn(4, 1, 16, 16), torch.tensor([0, 1, 2, 0])
+    unlabelled, labelled = d.features(x)[-1], d.features(x, labels)[-1]
+    assert unlabelled.shape == labelled.shape == (4, 8, 4, 4)
+    if conditioning == "projection":
+        assert torch.equal(unlabelled, labelled)
+    else:
+        assert not torch.allclose(unlabelled, labelled), "given labels, the features follow them"
+        alone = Discriminator(16, 1, ndf=4).eval()
+        weights = {k: v[:, :1] if k == "blocks.0.0.weight" else v for k, v in d.state_dict().items()}
+        alone.load_state_dict(weights)
+        torch.testing.assert_close(unlabelled, alone.features(x)[-1])  # no labels: the pixels alone

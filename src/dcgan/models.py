@@ -202,22 +202,21 @@ class Discriminator(nn.Module):
         _check_labels(self, x.shape[0], labels)
         if labels is None or not self._label_planes:
             return x
-        joined = torch.cat([x, _one_hot(labels, self.num_classes, x)], dim=1)
-        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-            joined = joined.contiguous(memory_format=torch.channels_last)
-        return joined
+        return _keep_layout(torch.cat([x, _one_hot(labels, self.num_classes, x)], dim=1), x)
 
     def features(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> list[torch.Tensor]:
         """The activation map after each conv block, from the first (largest) to the last (4x4).
 
-        A "concat" or "cbn" D reads the label with the image, so it needs `labels`; a "projection" D's
-        features are the image's alone (the label only enters its logit), and it takes none.
+        Tools that read D's features of unlabelled images (the probe, guided backprop, projection's feature
+        loss) call `features(x)` on any D. A "concat" or "cbn" D, which reads the label with the image, then
+        sees no class: its label planes are all zero, so the maps are those of the pixels alone; given `labels`
+        it sees those classes. A "projection" D's features never depend on the label (it only enters the logit).
         """
-        if self.conditioning == "projection":
-            labels = None
-        elif labels is None and self._label_planes:
-            raise ValueError(f"this Discriminator reads the label with the image ({self.conditioning}): give labels")
-        x = self._input(x, labels) if self._label_planes else x
+        if self._label_planes:
+            planes = torch.zeros(x.shape[0], self.num_classes, *x.shape[2:], dtype=x.dtype, device=x.device)
+            if labels is not None:
+                planes = _one_hot(labels, self.num_classes, x)
+            x = _keep_layout(torch.cat([x, planes], dim=1), x)
         maps = []
         for block in self.blocks:
             x = block(x)
@@ -245,6 +244,13 @@ class Discriminator(nn.Module):
             # Summed in fp32 whatever the precision: the map has C x 16 terms.
             logits = logits + (self.embed(labels) * x.flatten(1).float()).sum(1)
         return logits
+
+
+def _keep_layout(joined: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """`joined` in `like`'s memory layout (channels_last stays channels_last after joining label planes)."""
+    if like.is_contiguous(memory_format=torch.channels_last) and not like.is_contiguous():
+        return joined.contiguous(memory_format=torch.channels_last)
+    return joined
 
 
 def _per_part(norm: nn.Module, x: torch.Tensor, parts: int) -> torch.Tensor:
