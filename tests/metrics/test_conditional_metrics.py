@@ -179,3 +179,57 @@ def test_training_evaluator_samples_a_conditional_generator_in_every_class(
     torch.manual_seed(0)
     g = Generator(16, 1, nz=8, ngf=8, num_classes=10, conditioning="concat").train()
     assert set(evaluator(g)) == {"fid100"} and g.training  # called as during training, left in training mode
+
+
+def test_eval_every_keeps_the_best_checkpoint_of_a_conditional_run(digits16: ImageData, tmp_path: Path) -> None:
+    """`--eval-every` scores the training G of a conditional run (drawn in every class) and keeps best.pt."""
+    from dcgan import checkpoint as ckpt
+    from dcgan.train import train
+    from tests.conftest import tiny_config
+
+    torch.manual_seed(0)
+    features = save_extractor(LeNet(), tmp_path / "lenet.safetensors", meta={"classes": json.dumps(list("0123456789"))})
+    config = tiny_config(
+        data="mnist5k", steps=4, eval_every=2, eval_n=40, conditional=True, eval_features=str(features)
+    )  # fmt: skip
+    train(config, tmp_path / "run", data=digits16, progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    fids = [r["fid40"] for r in rows if "fid40" in r]
+    assert len(fids) == 2 and all(f > 0 for f in fids)
+    best = ckpt.load(tmp_path / "run" / "checkpoints" / "best.pt")
+    assert best["best_value"] == min(fids) and best["classes"] == list("0123456789")
+
+
+def test_cli_evaluate_of_a_conditional_run(
+    tiny_conditional_run: Path, tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder with one subfolder per class is the reference: its classes are matched to the run's by name (the
+    folder sorts them dark, light; the run has light, dark)."""
+    from PIL import Image
+
+    from dcgan.cli import main
+    from tests.conftest import class_shapes_data
+
+    data = class_shapes_data(n=40)
+    assert data.labels is not None and data.classes is not None
+    for i, (image, label) in enumerate(zip(data.images, data.labels)):
+        folder = tmp_path / "shapes" / data.classes[int(label)]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image[0].numpy()).save(folder / f"{i:03d}.png")
+    torch.manual_seed(0)
+    classifier = LeNet(num_classes=2)
+    features = save_extractor(
+        classifier, tmp_path / "lenet2.safetensors", meta={"classes": json.dumps(["dark", "light"])}
+    )
+    out = tmp_path / "eval.json"
+    argv = ["evaluate", str(tiny_conditional_run), "--data", str(tmp_path / "shapes"), "--features", str(features)]
+    assert main([*argv, "--n", "20", "--json", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "20 samples (10 of each of 2 classes)" in printed and "intrafid20: FID of each class's samples" in printed
+    record = json.loads(out.read_text())
+    assert record["classes"] == ["light", "dark"] and {"intrafid20", "recognised20", "fid20"} <= set(record)
+    assert [row["reference"] for row in record["intrafid20"]["classes"]] == [20, 20]
+    plain = ["evaluate", str(tiny_run), "--data", str(tmp_path / "shapes"), "--features", str(features)]
+    assert main([*plain, "--n", "20", "--metrics", "fid,recognised", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "recognised needs a class-conditional generator" in err and err.count("\n") == 1

@@ -293,6 +293,11 @@ def evaluate(
     if n < 4:
         raise ConfigError(f"--n must be at least 4, got {n}.")
     labels, classes = class_labels(generator, n)
+    if classes is None and metrics is not None and (needing := [m.name for m in parse_metrics(metrics) if m.needs_classes]):  # fmt: skip
+        raise ConfigError(  # before any data is loaded
+            f"{', '.join(needing)} needs a class-conditional generator (trained with --conditional), and this one "
+            "is unconditional."
+        )
     defaulted = metrics is None and classes is not None
     skipped: list[str] = []
     if defaulted and classes is not None:
@@ -309,11 +314,6 @@ def evaluate(
         chosen = [m for m in chosen if m.name != "intrafid"]
         skipped.append(f"intrafid (the {reference.data} {reference.split} images are not labelled with the "
                        "generator's classes)")  # fmt: skip
-    if classes is None and (needing := [m.name for m in chosen if m.needs_classes]):
-        raise ConfigError(
-            f"{', '.join(needing)} needs a class-conditional generator (trained with --conditional), and this one "
-            "is unconditional."
-        )
     generator.to(device)
     prior = prior or generator.prior
     # G in the layout and convolution path measured fastest here, in fp32 as the extractor (`FeatureExtractor.plan`
