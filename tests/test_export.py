@@ -140,3 +140,19 @@ def test_conditional_torchscript_and_safetensors_take_z_and_labels(conditioning:
         np.testing.assert_allclose(rebuilt(z, y).numpy(), want, atol=0)
     with pytest.raises(ValueError, match="class-conditional"):
         rebuilt(z)  # still conditional: it needs its labels
+
+
+def test_export_command_of_a_conditional_run(
+    tiny_conditional_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from dcgan.run import Run
+
+    out = tmp_path / "g.safetensors"
+    assert main(["export", str(tiny_conditional_run), "--format", "safetensors", "--out", str(out)]) == 0
+    assert "and labels (batch,) int64 class ids 0 to 1 (light, dark) -> images" in capsys.readouterr().out
+    rebuilt, _ = load_safetensors_generator(out)
+    g = Run.open(tiny_conditional_run).generator()
+    z, y = latents(4, g.nz, g.prior, seed=1), torch.tensor([0, 1, 1, 0])
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(z, y), g(z, y), atol=0, rtol=0)
+    assert rebuilt.classes == ("light", "dark")

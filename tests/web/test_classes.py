@@ -4,6 +4,7 @@ can be drawn in every class."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -150,3 +151,14 @@ def test_the_server_benchmark_times_a_conditional_model(conditional: Explorer) -
         "projection of an upload (100 steps, 2 restarts)",
     ]
     assert len(timings) == 7 and all(t.fastest_ms > 0 and t.response_kb > 1 for t in timings)
+
+
+def test_a_conditional_run_is_served_with_its_classes(tiny_conditional_run: Path) -> None:
+    from dcgan.run import Run
+
+    explorer = Explorer.from_checkpoint(tiny_conditional_run)
+    client = TestClient(create_app(explorer))
+    assert client.get("/api/info").json()["classes"] == ["light", "dark"]
+    answer = client.post("/api/sheet", json={"n": 3, "class": "dark"}).json()
+    want = pixels(generate(ClassGenerator(Run.open(tiny_conditional_run).generator(), 1), latents(3, 8, "uniform", 0)))
+    assert all(close(decode(src), w.repeat(3, axis=-1)) for src, w in zip(answer["images"], want))  # grey as RGB
