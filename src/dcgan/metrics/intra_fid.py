@@ -84,7 +84,7 @@ register(
         "intrafid",
         _compute,
         lower_is_better=True,
-        primary="intrafid",
+        primary=None,  # not an --eval-metric: a run keeps its best by fid, kid or is
         needs_classes=True,
         description="a conditional generator's FID per class against the real images of that class, averaged",
     )

@@ -134,7 +134,7 @@ register(
         "recognised",
         _compute,
         lower_is_better=False,
-        primary="recognised",
+        primary=None,  # not an --eval-metric: a run keeps its best by fid, kid or is
         needs_logits=True,
         needs_groups=True,  # the classifier's class names, and its reading of the real images
         needs_classes=True,
