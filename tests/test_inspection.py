@@ -225,3 +225,46 @@ def test_bad_inspection_input_exits_2(
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert err.count("\n") == 1, f"not one line: {err!r}"
+
+
+def test_inspection_commands_of_a_conditional_run_work_in_one_class(
+    tiny_conditional_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ablate and guided-backprop draw (and D judges) in the class given; a concat D reads the label with the
+    image, so its features need one, which the class gives."""
+    from dcgan.conditional import ClassDiscriminator, ClassGenerator
+    from dcgan.run import Run
+    from dcgan.train import train
+    from tests.conftest import class_shapes_data, tiny_config
+
+    run = str(tiny_conditional_run)
+    assert main(["ablate", run, "--class", "dark", "--layer", "1", "--filters", "0-3", "--n", "4", "--out", str(tmp_path / "a")]) == 0  # fmt: skip
+    g = ClassGenerator(Run.open(tiny_conditional_run).generator(), 1)
+    z = latents(4, 8, "uniform", 0)
+    record = json.loads((tmp_path / "a" / "record.json").read_text())
+    want = float((drop_filters(g, z, 1, [0, 1, 2, 3]) - generate(g, z)).abs().mean())
+    assert record["class"] == {"id": 1, "name": "dark"} and record["mean_abs_change"] == pytest.approx(want, rel=1e-5)
+    concat = tmp_path / "concat"
+    train(
+        tiny_config(conditional=True, conditioning="concat", steps=2), concat, data=class_shapes_data(), progress=False
+    )
+    argv = ["guided-backprop", str(concat), "--features", "0-1", "--top", "2", "--candidates", "8"]
+    assert main([*argv, "--class", "light", "--out", str(tmp_path / "gb")]) == 0
+    d = Run.open(concat).discriminator()
+    x = generate(ClassGenerator(Run.open(concat).generator(), 0), latents(8, 8, "uniform", 0))
+    want = guided_backprop(ClassDiscriminator(d, 0), x, [0, 1], top=2).strengths  # D reads them as "light"
+    got = json.loads((tmp_path / "gb" / "record.json").read_text())["results"]["trained D"]["strengths"]
+    torch.testing.assert_close(torch.tensor(got), want, rtol=1e-6, atol=0)
+    x = x[:4]
+    with torch.no_grad():
+        torch.testing.assert_close(
+            ClassDiscriminator(d, 0).features(x)[-1], d.features(x, torch.zeros(4, dtype=torch.long))[-1]
+        )
+        assert (ClassDiscriminator(d, 1).features(x)[0] - ClassDiscriminator(d, 0).features(x)[0]).abs().max() > 0
+    assert main([*argv, "--out", str(tmp_path / "none")]) == 2
+    assert (
+        "This generator is class-conditional: give --class NAME|ID (its classes: 0 (light), 1 (dark))."
+        in capsys.readouterr().err
+    )
+    with pytest.raises(SystemExit):  # argparse: these commands draw one class at a time
+        main([*argv, "--every-class", "--out", str(tmp_path / "every")])

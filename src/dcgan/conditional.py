@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from dcgan.errors import ConfigError
-from dcgan.models import Generator, resolve_class
+from dcgan.models import Discriminator, Generator, resolve_class
 from dcgan.sample import generate
 
 UNCONDITIONAL = "This generator is unconditional: it was not trained with --conditional, so it has no classes."
@@ -52,6 +52,35 @@ class ClassGenerator(Generator):
         if labels is not None:
             raise ValueError(f"This generator draws class {self.class_name} only: it takes no labels.")
         return self.generator(z, torch.full((z.shape[0],), self.label, dtype=torch.long, device=z.device))
+
+
+class ClassDiscriminator(Discriminator):
+    """A class-conditional D that judges every image as one of class y: x -> D(x, y), as `ClassGenerator` is G.
+
+    It has D's `blocks` and `head` (the same modules), and `features(x)` are D's feature maps of x read with that
+    label, so D's inspection tools (guided backprop) work on it unchanged.
+    """
+
+    def __init__(self, discriminator: Discriminator, label: int) -> None:
+        nn.Module.__init__(self)
+        if not discriminator.num_classes:
+            raise ConfigError("This discriminator is unconditional: it judges no classes.")
+        if not 0 <= label < discriminator.num_classes:
+            raise ConfigError(f"Class id {label} is out of range: this discriminator has {discriminator.num_classes}.")
+        self.discriminator, self.label = discriminator, int(label)
+        self.blocks, self.head = discriminator.blocks, discriminator.head
+        self.image_size, self.channels, self.ndf = discriminator.image_size, discriminator.channels, discriminator.ndf
+        self.num_classes, self.conditioning = 0, "none"
+        self.training = discriminator.training
+
+    def _labels(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full((x.shape[0],), self.label, dtype=torch.long, device=x.device)
+
+    def features(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> list[torch.Tensor]:
+        return self.discriminator.features(x, self._labels(x))
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None, parts: int = 1) -> torch.Tensor:
+        return self.discriminator(x, self._labels(x), parts)
 
 
 def in_class(generator: Generator, name_or_id: str | int | None) -> Generator:

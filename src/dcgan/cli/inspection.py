@@ -19,14 +19,14 @@ from dcgan.cli.latent import add_common, open_run, write_record
 
 def register(sub: Any) -> None:
     p = sub.add_parser("ablate", help="drop filters of a G layer at every position and compare (Figure 6)")
-    add_common(p, "seed of the samples (the sheet of `dcgan sample --seed S`)")
+    add_common(p, "seed of the samples (the sheet of `dcgan sample --seed S`)", every_class=False)
     p.add_argument("--layer", type=int, help="index into G.blocks (default: the second-highest hidden layer)")
     p.add_argument("--filters", required=True, metavar="LIST", help='filters to drop: "3,7,10-12" or "all"')
     p.add_argument("--n", type=positive_int, default=16, help="samples shown (default 16)")
     p.set_defaults(func=run_ablate)
 
     p = sub.add_parser("find-filters", help="filters whose activations mark boxed objects on samples")
-    add_common(p, 'seed of the sheet the boxes were drawn on (default: the file\'s "seed", else 0)')
+    add_common(p, 'seed of the sheet the boxes were drawn on (default: the file\'s "seed", else 0)', every_class=False)
     p.set_defaults(seed=None)
     p.add_argument("--boxes", type=Path, required=True, metavar="FILE", help='JSON: {"seed": S, "boxes": {"12": [[x0, y0, x1, y1]]}}')  # fmt: skip
     p.add_argument("--layer", type=int, help="index into G.blocks (default: the second-highest hidden layer)")
@@ -35,7 +35,7 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run_find_filters)
 
     p = sub.add_parser("guided-backprop", help="guided backprop of D's features on their top samples (Figure 5)")
-    add_common(p, "seed of the candidate samples and of the random D")
+    add_common(p, "seed of the candidate samples and of the random D", every_class=False)
     p.add_argument("--features", default="0-5", metavar="LIST", help='channels of the D layer (default "0-5")')
     p.add_argument("--layer", type=int, default=-1, help="index into D.blocks (default -1: the last conv layer)")
     p.add_argument("--top", type=positive_int, default=4, help="top-activating samples per feature (default 4)")
@@ -138,6 +138,10 @@ def run_guided_backprop(args: argparse.Namespace) -> int:
 
     run, facts, generator = open_run(args)
     trained = run.discriminator()
+    if "class" in facts:  # a conditional D judges the candidates as images of the class they were drawn in
+        from dcgan.conditional import ClassDiscriminator
+
+        trained = ClassDiscriminator(trained, facts["class"]["id"])
     if not -len(trained.blocks) <= args.layer < len(trained.blocks):
         from dcgan.errors import ConfigError
 
