@@ -114,7 +114,8 @@ def _conditional_rank(rank: int, world: int, port: int, out: str) -> None:
         return forward(self, x, labels, parts)
 
     Discriminator.forward = spy  # type: ignore[method-assign]
-    trainer = Trainer(tiny_config(steps=2, conditional=True), out, data=class_shapes_data(), progress=False)
+    config = tiny_config(steps=2, conditional=True, conditioning="cbn")  # per-class batchnorm: the state DDP must sync
+    trainer = Trainer(config, out, data=class_shapes_data(), progress=False)
     trainer.fit()
     x, labels = seen[0]
     torch.save({"G": trainer.G.state_dict(), "x": x, "labels": labels}, Path(out) / f"rank{rank}.pt")
@@ -130,7 +131,7 @@ def test_conditional_ranks_get_their_images_labels_and_end_identical(tmp_path: P
         assert r["labels"].shape == (16,)
         assert torch.equal((r["x"].flatten(1).mean(1) > 0).long(), r["labels"]), "each image with its own label"
     assert not torch.equal(ranks[0]["x"], ranks[1]["x"]), "each rank has its own share"
-    assert any("embed" in key for key in ranks[0]["G"])
+    assert any("embed" in key for key in ranks[0]["G"]), "a cbn G holds per-class batchnorm embeddings"
     for key in ranks[0]["G"]:
         assert torch.equal(ranks[0]["G"][key], ranks[1]["G"][key]), f"G.{key} differs between ranks"
     assert ckpt.load(out)["classes"] == ["light", "dark"]

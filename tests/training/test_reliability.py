@@ -66,8 +66,8 @@ def test_collapsing_samples_warn_of_mode_collapse(tmp_path: Path, monkeypatch: p
     forward = Generator.forward
     grids: list[int] = []
 
-    def collapsing(self: Generator, z: torch.Tensor) -> torch.Tensor:
-        out = forward(self, z)
+    def collapsing(self: Generator, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        out = forward(self, z, labels)
         if self.training:
             return out
         grids.append(z.shape[0])  # G runs in eval mode only to draw the sample grids
@@ -111,7 +111,7 @@ def test_resume_drops_log_rows_past_the_checkpoint(tmp_path: Path, monkeypatch: 
     list_checkpoints(run)[-1].unlink()  # as if killed after logging step 8 but before its checkpoint was written
     assert max(r["step"] for r in _rows(run)) == 8
 
-    def stop(self: Generator, z: torch.Tensor) -> torch.Tensor:
+    def stop(self: Generator, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         raise _Stop
 
     with monkeypatch.context() as patch:  # the resumed run stops at its first step: the log as resuming left it
