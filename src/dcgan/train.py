@@ -33,7 +33,7 @@ from dcgan import distributed
 from dcgan import run as runs
 from dcgan.config import TrainConfig
 from dcgan.data import ImageData, load_images
-from dcgan.data.folder import examples
+from dcgan.data.folder import data_progress, examples
 from dcgan.errors import CheckpointError, ConfigError, DataError
 from dcgan.gemm_conv import use_gemm_conv
 from dcgan.models import Generator, recalibrate_batchnorm, sample_prior
@@ -116,10 +116,11 @@ class Trainer:
         if self.device.type == "cpu":
             keep_freed_memory()
 
-        self.data = data or load_images(
-            config.data, root=config.data_root, image_size=config.image_size, channels=config.channels,
-            download=config.download, labels_from_name=config.labels_from_name,
-        )  # fmt: skip
+        with data_progress(self.progress):  # no listing or decoding bars either with progress off
+            self.data = data or load_images(
+                config.data, root=config.data_root, image_size=config.image_size, channels=config.channels,
+                download=config.download, labels_from_name=config.labels_from_name,
+            )  # fmt: skip
         self.channels = self.data.channels
         #: The classes a conditional run draws (label i is classes[i]); () for an unconditional run.
         self.classes = classes_to_draw(config, self.data)

@@ -109,3 +109,27 @@ def test_a_million_paths_are_listed_once_without_holding_them_and_with_progress(
     assert _Name.most < 10, f"the listing held {_Name.most * 100:,} names of files that are not images at once"
     shown = [int(n) for n in re.findall(r"listing data: (\d+) files", capsys.readouterr().err)]
     assert len(set(shown)) >= 2 and max(shown) >= MILLION // 2, f"the listing's progress showed {shown}"
+
+
+def test_a_run_without_progress_loads_its_folder_without_bars(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`dcgan train --no-progress` (progress=False) prints no listing or decoding bar while it reads a folder;
+    with progress on, both bars are drawn."""
+    from dcgan.cli import main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(data / f"{i:02d}.png")
+    base = ["train", "--data", str(data), "--image-size", "16", "--ngf", "8", "--ndf", "8", "--batch-size", "8"]
+    base += ["--steps", "1", "--precision", "fp32"]
+    monkeypatch.setenv("DCGAN_CACHE", str(tmp_path / "cache-quiet"))  # each run decodes the folder itself
+    assert main([*base, "--out", str(tmp_path / "quiet"), "--no-progress"]) == 0
+    quiet = capsys.readouterr().err
+    assert "listing data" not in quiet and "decoding data" not in quiet, quiet
+    monkeypatch.setenv("DCGAN_CACHE", str(tmp_path / "cache-loud"))
+    assert main([*base, "--out", str(tmp_path / "loud")]) == 0
+    loud = capsys.readouterr().err
+    assert "listing data" in loud and "decoding data" in loud, "the bars this test looks for are drawn"

@@ -9,6 +9,8 @@ import hashlib
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,21 @@ IMAGE_SUFFIXES = {
     ".bmp", ".dib", ".gif", ".ico", ".jfif", ".jpe", ".jpeg", ".jpg", ".pbm", ".pcx", ".pgm", ".png",
     ".pnm", ".ppm", ".qoi", ".sgi", ".tga", ".tif", ".tiff", ".webp", ".avif", ".heic", ".dds", ".icns",
 }  # fmt: skip
+
+
+#: Whether listing and decoding show progress bars in the calling thread (`data_progress`); on by default.
+_progress: ContextVar[bool] = ContextVar("dcgan_data_progress", default=True)
+
+
+@contextmanager
+def data_progress(enabled: bool) -> Iterator[None]:
+    """Show (or hide) the listing and decoding progress bars while the block runs, in this thread only: a run
+    started with `--no-progress` (or `progress=False`) loads its data without them."""
+    token = _progress.set(enabled)
+    try:
+        yield
+    finally:
+        _progress.reset(token)
 
 
 @dataclass
@@ -62,7 +79,8 @@ def scan(path: Path, *, stat: bool = True, progress: bool = True) -> Listing:
         raise DataError(f"--data {path}: no such folder or data set name.")
     listing = Listing([], "", 0)
     h = hashlib.sha256()
-    with tqdm(desc=f"listing {path.name}", unit=" files", leave=False, disable=not progress) as bar:
+    shown = progress and _progress.get()
+    with tqdm(desc=f"listing {path.name}", unit=" files", leave=False, disable=not shown) as bar:
 
         def seen(entries: int) -> None:
             bar.set_postfix_str(f"{len(listing.files):,} images", refresh=False)
@@ -189,7 +207,8 @@ def decode_all(
     kept: list[str] = []
     skipped: list[str] = []
     workers = min(8, (os.cpu_count() or 1) + 1)
-    with ThreadPoolExecutor(workers) as pool, tqdm(total=total, desc=desc, unit="img", leave=False) as bar:
+    bar = tqdm(total=total, desc=desc, unit="img", leave=False, disable=not _progress.get())
+    with ThreadPoolExecutor(workers) as pool, bar:
         names, jobs = [], []
         for name, job in items:
             names.append(name)
