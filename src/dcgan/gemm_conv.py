@@ -178,11 +178,12 @@ class _ConvTransposeS2(torch.autograd.Function):
 
 
 # ------------------------------------------------------------------------ when to take the GEMM path
-#: A stride-2 layer takes the GEMM path when its low-resolution side is at most this many pixels a side.
-#: Measured with `benchmarks/conv_layers.py` at 32x32 and 64x64: there oneDNN is 1.1-3x slower than the
-#: GEMM path (its backward kernels are poor for small maps with many channels); on larger maps with few
-#: channels oneDNN is 1.3-1.8x faster than im2col, whose copies then cost more than its products save.
-MAX_GEMM_SIDE = 8
+#: A stride-2 layer takes the GEMM path when its low-resolution side is at most this many pixels a side, per
+#: compute dtype. Measured with `benchmarks/conv_layers.py` at 32x32 and 64x64: in bf16 (AMX) oneDNN is 1.1-3x
+#: slower than the GEMM path up to 8x8 (its backward kernels are poor for small maps with many channels); on
+#: larger maps with few channels oneDNN is 1.3-1.8x faster than im2col, whose copies then cost more than its
+#: products save.
+MAX_GEMM_SIDE: dict[torch.dtype, int] = {torch.bfloat16: 8, torch.float16: 8, torch.float32: 8}
 
 
 def _gemm_applies(module: nn.Conv2d | nn.ConvTranspose2d, x: torch.Tensor) -> bool:
@@ -208,7 +209,7 @@ def _gemm_applies(module: nn.Conv2d | nn.ConvTranspose2d, x: torch.Tensor) -> bo
         return (h, w) == ((1, 1) if transposed else (4, 4))
     if module.stride == (2, 2) and module.padding == (1, 1):
         low = (h, w) if transposed else (h // 2, w // 2)
-        return h % 2 == 0 and w % 2 == 0 and max(low) <= MAX_GEMM_SIDE
+        return h % 2 == 0 and w % 2 == 0 and max(low) <= MAX_GEMM_SIDE.get(_compute_dtype(x), 8)
     return False
 
 
