@@ -79,7 +79,10 @@ def _assert_path_switch(ours: nn.Module, x: torch.Tensor, calls: list[str], bf16
 @pytest.mark.parametrize("layer", LAYERS, ids=lambda x: f"{x[0]}{x[1]}-{x[2]}@{x[3]}")
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("channels_last", [True, False])
-def test_matches_torch_in_fp32(layer: tuple, bias: bool, channels_last: bool, torch_kernel_calls: list[str]) -> None:
+def test_matches_torch_in_fp32(
+    layer: tuple, bias: bool, channels_last: bool, torch_kernel_calls: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(gemm_conv.MAX_GEMM_SIDE, torch.float32, 8)  # every layer here on the GEMM path in fp32 too
     kind, cin, cout, side, stride, pad = layer
     torch.manual_seed(0)
     reference, ours = _pair(kind, cin, cout, stride, pad, bias)
@@ -111,17 +114,25 @@ def test_matches_torch_under_bf16_autocast(layer: tuple, torch_kernel_calls: lis
 
 
 def test_takes_the_gemm_path_only_on_small_maps(gemm_calls: list[str]) -> None:
-    small, large = gemm_conv.Conv2d(8, 8, 4, 2, 1), gemm_conv.ConvTranspose2d(8, 8, 4, 2, 1)
-    small(torch.randn(2, 8, 16, 16))  # output 8x8: GEMM
-    large(torch.randn(2, 8, 16, 16))  # input 16x16: torch's kernel
+    """Maps up to 8x8 on the low side in bf16 and up to 4x4 in fp32 (the measured limits, `MAX_GEMM_SIDE`)."""
+    conv, transposed = gemm_conv.Conv2d(8, 8, 4, 2, 1), gemm_conv.ConvTranspose2d(8, 8, 4, 2, 1)
+    with torch.autocast("cpu", torch.bfloat16):
+        conv(torch.randn(2, 8, 16, 16))  # output 8x8: GEMM
+        transposed(torch.randn(2, 8, 16, 16))  # input 16x16: torch's kernel
     assert gemm_calls == ["_ConvS2"]
+    conv(torch.randn(2, 8, 16, 16))  # fp32, output 8x8: torch's kernel
+    conv(torch.randn(2, 8, 8, 8))  # fp32, output 4x4: GEMM
+    transposed(torch.randn(2, 8, 4, 4))  # fp32, input 4x4: GEMM
+    transposed(torch.randn(2, 8, 8, 8))  # fp32, input 8x8: torch's kernel
+    assert gemm_calls == ["_ConvS2", "_ConvS2", "_ConvTransposeS2"]
     gemm_conv.use_gemm_conv(False)
-    small(torch.randn(2, 8, 16, 16))
-    assert gemm_calls == ["_ConvS2"], "use_gemm_conv(False) switches the path off"
+    conv(torch.randn(2, 8, 8, 8))
+    assert gemm_calls == ["_ConvS2", "_ConvS2", "_ConvTransposeS2"], "use_gemm_conv(False) switches the path off"
 
 
-def test_whole_models_match_torch_kernels_in_fp32(gemm_calls: list[str]) -> None:
+def test_whole_models_match_torch_kernels_in_fp32(gemm_calls: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """G and D at 64x64 (every layer kind, both paths) give torch's outputs and gradients."""
+    monkeypatch.setitem(gemm_conv.MAX_GEMM_SIDE, torch.float32, 8)  # the sub-pixel product at 8x8 inputs as well
     results = []
     for enabled in (False, True):
         gemm_conv.use_gemm_conv(enabled)

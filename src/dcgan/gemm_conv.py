@@ -182,8 +182,10 @@ class _ConvTransposeS2(torch.autograd.Function):
 #: compute dtype. Measured with `benchmarks/conv_layers.py` at 32x32 and 64x64: in bf16 (AMX) oneDNN is 1.1-3x
 #: slower than the GEMM path up to 8x8 (its backward kernels are poor for small maps with many channels); on
 #: larger maps with few channels oneDNN is 1.3-1.8x faster than im2col, whose copies then cost more than its
-#: products save.
-MAX_GEMM_SIDE: dict[torch.dtype, int] = {torch.bfloat16: 8, torch.float16: 8, torch.float32: 8}
+#: products save. In fp32 (a CPU without AMX) the GEMM path wins 2x at 4x4 and ties at 8x8 for the paper's
+#: 64x64 widths, but at 8x8 it loses for narrow models: the default job's 32x32 step (ngf = ndf = 32) took
+#: 0.233 s with it against 0.202 s with the limit at 4 (docs/speed.md).
+MAX_GEMM_SIDE: dict[torch.dtype, int] = {torch.bfloat16: 8, torch.float16: 8, torch.float32: 4}
 
 
 def _gemm_applies(module: nn.Conv2d | nn.ConvTranspose2d, x: torch.Tensor) -> bool:
