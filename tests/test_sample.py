@@ -130,3 +130,33 @@ def test_sample_class_errors_are_one_sentence(
 def test_info_lists_a_conditional_runs_classes(tiny_conditional_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["info", str(tiny_conditional_run)]) == 0
     assert "classes: 0 light, 1 dark" in capsys.readouterr().out
+
+
+def test_losses_png_adds_the_eval_score_with_its_best_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run trained with --eval-every gets a third panel in losses.png: the tracked score against step, its best
+    point named (the lowest FID; a step scored twice, after a resume, counts once with its last value)."""
+    import json
+
+    from matplotlib.axes import Axes
+
+    from dcgan.sample import plot_losses
+
+    rows = [{"step": s, "loss_d": 1.0, "loss_g": 2.0, "d_x": 0.6, "d_g_z": 0.3} for s in (100, 200, 300, 400)]
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 40')  # a line cut short by a kill
+    scored = tmp_path / "scored.jsonl"
+    evals = [{"step": 200, "fid2k": 80.0}, {"step": 400, "fid2k": 20.5}, {"step": 400, "fid2k": 30.25}]
+    evals.append({"step": 300, "diversity": 0.9})
+    scored.write_text("".join(json.dumps(r) + "\n" for r in [*rows, *evals]))
+    notes: list[str] = []
+    real_annotate = Axes.annotate
+    monkeypatch.setattr(
+        Axes, "annotate", lambda self, text, *a, **k: notes.append(text) or real_annotate(self, text, *a, **k)
+    )
+
+    with (
+        Image.open(plot_losses(plain, tmp_path / "plain.png")) as two,
+        Image.open(plot_losses(scored, tmp_path / "scored.png")) as three,
+    ):
+        assert three.height == two.height * 3 // 2, "one more panel of the same height"
+    assert notes == ["best 30.25 at step 400"], "the last value of step 400 replaces the first; lower FID is better"

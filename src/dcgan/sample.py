@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -136,9 +137,14 @@ def write_samples(
     return record
 
 
+#: A `--eval-every` score's name in metrics.jsonl: "fid2k", "kid10k", "is500" (not their "_std" companions).
+_EVAL_KEY = re.compile(r"^(fid|kid|is)\d+k?$")
+
+
 def plot_losses(metrics_file: str | Path, path: str | Path) -> Path | None:
-    """A PNG of G's and D's losses and D's outputs against step, from a run's metrics.jsonl."""
-    rows = []
+    """A PNG of G's and D's losses and D's outputs against step, from a run's metrics.jsonl; with a third panel,
+    the score `--eval-every` tracked (e.g. fid2k) against step with its best point marked, when the run has one."""
+    rows, scores = [], {}
     for line in Path(metrics_file).read_text().splitlines():
         try:
             row = json.loads(line)
@@ -146,6 +152,9 @@ def plot_losses(metrics_file: str | Path, path: str | Path) -> Path | None:
             continue  # a line cut short by a kill
         if "loss_d" in row:
             rows.append(row)
+        for key, value in row.items():
+            if _EVAL_KEY.match(key) and isinstance(value, int | float):
+                scores.setdefault(key, {})[row["step"]] = float(value)  # a step evaluated again (resume): the last
     if not rows:
         return None
     import matplotlib
@@ -154,7 +163,9 @@ def plot_losses(metrics_file: str | Path, path: str | Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     steps = [r["step"] for r in rows]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    panels = 3 if scores else 2
+    fig, axes = plt.subplots(panels, 1, figsize=(8, 3 * panels), sharex=True)
+    top, bottom = axes[0], axes[1]
     top.plot(steps, [r["loss_d"] for r in rows], label="D loss")
     top.plot(steps, [r["loss_g"] for r in rows], label="G loss")
     top.set_ylabel("loss")
@@ -162,8 +173,18 @@ def plot_losses(metrics_file: str | Path, path: str | Path) -> Path | None:
     bottom.plot(steps, [r["d_x"] for r in rows], label="D(x)")
     bottom.plot(steps, [r["d_g_z"] for r in rows], label="D(G(z))")
     bottom.set_ylim(0, 1)
-    bottom.set_xlabel("step")
     bottom.legend()
+    for key, points in scores.items():
+        xs = sorted(points)
+        ys = [points[x] for x in xs]
+        best = (min if not key.startswith("is") else max)(range(len(ys)), key=ys.__getitem__)
+        axes[2].plot(xs, ys, marker="o", label=key)
+        axes[2].annotate(f"best {ys[best]:.4g} at step {xs[best]}", (xs[best], ys[best]), textcoords="offset points",
+                         xytext=(0, 8), ha="center")  # fmt: skip
+    if scores:
+        axes[2].set_ylabel("--eval-every score")
+        axes[2].legend()
+    axes[-1].set_xlabel("step")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
