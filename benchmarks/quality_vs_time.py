@@ -204,6 +204,12 @@ def reference_run(
     return record
 
 
+def dcgan_width(args: argparse.Namespace) -> list[str]:
+    """dcgan's width flags: `--dcgan-width`, else `--width` (both systems), else none (its default)."""
+    width = args.dcgan_width or args.width
+    return ["--ngf", str(width), "--ndf", str(width)] if width else []
+
+
 def dcgan_step_seconds(setup: Setup, out: Path, width: list[str]) -> tuple[float, str]:
     """`dcgan train --dry-run`'s seconds per step for this data (it also caches the execution plan it picks)."""
     command = [sys.executable, "-m", "dcgan", "train", *setup.dcgan_args, *width, "--out", str(out / "dry-run"),
@@ -230,7 +236,8 @@ def dcgan_run(setup: Setup, out: Path, seed: int, every: int, budget: float | No
     (folder / "cache").mkdir(parents=True)
     if (cache_dir() / "plans.json").exists():
         shutil.copy(cache_dir() / "plans.json", folder / "cache" / "plans.json")
-    record = RunRecord("dcgan", 128, seed, str(folder), command, os.getloadavg()[0])
+    widths = [int(width[i + 1]) for i, flag in enumerate(width) if flag == "--ngf"]
+    record = RunRecord("dcgan", 128, seed, str(folder), command, os.getloadavg()[0], width=widths[0] if widths else 64)
     process, started = launch(command, folder / "log.txt", env)
     signalled = False
     while process.poll() is None:
@@ -404,6 +411,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--faces-folder", default=str(SHARED_DATA / "faces" / "utkface64"))
     p.add_argument("--mnist-root", default=str(SHARED_DATA / "mnist"), help="MNIST for digits' test split")
     p.add_argument("--width", type=int, help="ngf = ndf for both systems (default: their own, 64)")
+    p.add_argument("--dcgan-width", type=int,
+                   help="ngf = ndf for dcgan only, the reference at its own 64: a candidate default measured")  # fmt: skip
     p.add_argument("--quick", action="store_true",
                    help="a smoke run: 256 images, one seed, batch 64 only, width 16, 3 s points, 256 samples")  # fmt: skip
     args = p.parse_args()
@@ -435,7 +444,7 @@ def run_all(setup: Setup, args: argparse.Namespace, every: int, budget_kind: str
         if record.exit_code not in (0, 130) or not record.points:
             print(f"warning: {record.label} seed {record.seed} failed; see its log", flush=True)
 
-    width = ["--ngf", str(args.width), "--ndf", str(args.width)] if args.width else []
+    width = dcgan_width(args)
     todo = [(system, batch, seed) for seed in args.seeds for system, batch in
             [*(("reference", b) for b in args.reference_batches), ("dcgan", 128)]]  # fmt: skip
     if budget_kind in ("reference-epoch", "dcgan-run"):
@@ -472,10 +481,12 @@ def main() -> None:
     if args.quick:
         every, dry_plan = 1, "not measured (--quick)"
     else:
-        width = ["--ngf", str(args.width), "--ndf", str(args.width)] if args.width else []
+        width = dcgan_width(args)
         step_s, dry_plan = dcgan_step_seconds(setup, out, width)
         every = max(1, round(args.interval / step_s))
         print(f"dcgan: {step_s:.2f} s a step in its dry run ({dry_plan}); a checkpoint every {every} steps", flush=True)
+    if args.dcgan_width:
+        print(f"dcgan runs at ngf = ndf = {args.dcgan_width} (--dcgan-width); the reference at its own", flush=True)
 
     runs, budget = run_all(setup, args, every, budget_kind)
 
