@@ -4,6 +4,7 @@ a new data set is one entry plus its reader."""
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -165,3 +166,19 @@ def test_a_new_data_set_is_one_entry_and_its_reader(
     assert load_labelled("tiny", None, 16, 1, "test").labels[:2].tolist() == [0, 1]
     assert "tiny" in _help(["extractor", "fit"], capsys, monkeypatch)
     assert "tiny" in _help(["probe"], capsys, monkeypatch)
+
+
+def test_a_read_only_source_array_loads_without_a_warning(cache: Path) -> None:
+    """A reader that hands back a read-only array (a memory-mapped or Debian-packaged file) loads without torch's
+    "not writable" UserWarning, and the loaded images can be written to without touching the source."""
+    source = read_tiny(Request("frozen", "train", (), 8, 1))
+    source.images.setflags(write=False)
+    registry.register(DataSet("frozen", lambda request: source, channels=1, size=8))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            loaded = load_images("frozen", image_size=8, use_cache=False)
+    finally:
+        registry.unregister("frozen")
+    loaded.images[0] = 0
+    assert source.images[0].any(), "the source array is untouched"

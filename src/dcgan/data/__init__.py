@@ -192,7 +192,7 @@ def load_images(
     if use_cache:
         cache.store_cached(key, images_arr, labels_arr, meta)
     loaded = ImageData(
-        torch.from_numpy(np.ascontiguousarray(images_arr)),
+        torch.from_numpy(np.require(images_arr, requirements=("C", "W"))),  # a read-only source array is copied
         None if labels_arr is None else torch.from_numpy(labels_arr),
         data, split, found.source, found.skipped, found.files,
     )  # fmt: skip
