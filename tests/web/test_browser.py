@@ -158,7 +158,7 @@ def test_the_page_end_to_end(page: Page, server: str, explorer: Explorer, tmp_pa
 
     # an uploaded image is projected and becomes a sample
     photo = tmp_path / "photo.png"
-    faces = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces" / "utkface64"
+    faces = Path(__file__).resolve().parents[3] / "shared" / "data" / "faces" / "utkface64"  # ../shared of the repo
     real = sorted(faces.glob("*.jpg"))[:1] if faces.is_dir() and os.environ.get("DCGAN_WEB_RUN") else []
     with Image.open(real[0]) if real else Image.new("RGB", (50, 40), (200, 60, 30)) as picture:
         picture.save(photo)
