@@ -183,8 +183,9 @@ class _ConvTransposeS2(torch.autograd.Function):
 #: slower than the GEMM path up to 8x8 (its backward kernels are poor for small maps with many channels); on
 #: larger maps with few channels oneDNN is 1.3-1.8x faster than im2col, whose copies then cost more than its
 #: products save. In fp32 (a CPU without AMX) the GEMM path wins 2x at 4x4 and ties at 8x8 for the paper's
-#: 64x64 widths, but at 8x8 it loses for narrow models: the default job's 32x32 step (ngf = ndf = 32) took
-#: 0.233 s with it against 0.202 s with the limit at 4 (docs/speed.md).
+#: 64x64 widths (torch's kernel slightly ahead on G's 256->128), and for the default job's narrow model timed in
+#: one process a 4x4 limit beat 8x8 (0.202 s against 0.233 s a step); a whole run from the command line did not
+#: show that gain (0.234 s against 0.229 s with torch's kernels), so 4 is the layer table's choice (docs/speed.md).
 MAX_GEMM_SIDE: dict[torch.dtype, int] = {torch.bfloat16: 8, torch.float16: 8, torch.float32: 4}
 
 
