@@ -7,6 +7,7 @@ import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -144,7 +145,8 @@ _EVAL_KEY = re.compile(r"^(fid|kid|is)\d+k?$")
 def plot_losses(metrics_file: str | Path, path: str | Path) -> Path | None:
     """A PNG of G's and D's losses and D's outputs against step, from a run's metrics.jsonl; with a third panel,
     the score `--eval-every` tracked (e.g. fid2k) against step with its best point marked, when the run has one."""
-    rows, scores = [], {}
+    rows: list[dict[str, Any]] = []
+    scores: dict[str, dict[int, float]] = {}  # score name -> step -> value
     for line in Path(metrics_file).read_text().splitlines():
         try:
             row = json.loads(line)
