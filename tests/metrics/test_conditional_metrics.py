@@ -233,3 +233,17 @@ def test_cli_evaluate_of_a_conditional_run(
     assert main([*plain, "--n", "20", "--metrics", "fid,recognised", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "recognised needs a class-conditional generator" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("name", ["intrafid", "recognised"])
+def test_class_metrics_refuse_inputs_without_drawn_classes(name: str) -> None:
+    """Scored directly (not through `evaluate`, which refuses first), intrafid and recognised given an unconditional
+    generator's inputs end in the one sentence that names them."""
+    from dcgan.metrics.reference import Reference
+    from dcgan.metrics.registry import MetricInputs, parse_metrics
+
+    reference = Reference(torch.zeros(4, 2), "digits", "test", 16, 1, "lenet")
+    inputs = MetricInputs(torch.zeros(4, 2), torch.zeros(4, 10), reference)
+    (metric,) = parse_metrics(name)
+    with pytest.raises(ConfigError, match=rf"^{name} needs a class-conditional generator .* draws no classes\.$"):
+        metric.compute(inputs)

@@ -70,11 +70,8 @@ def per_class_fid(
 
 
 def _compute(inputs: MetricInputs) -> dict[str, float]:
-    if inputs.fake_labels is None or inputs.fake_classes is None:
-        raise ConfigError(
-            "intrafid needs a class-conditional generator (trained with --conditional); this one draws no classes."
-        )
-    result = per_class_fid(inputs.fake_features, inputs.fake_labels, inputs.fake_classes, inputs.reference)
+    labels, classes = inputs.drawn_classes("intrafid")
+    result = per_class_fid(inputs.fake_features, labels, classes, inputs.reference)
     inputs.details["intrafid"] = result
     return {"intrafid": result["mean"]}
 

@@ -116,15 +116,10 @@ def _real_accuracy(
 
 
 def _compute(inputs: MetricInputs) -> dict[str, float]:
-    if inputs.fake_labels is None or inputs.fake_classes is None:
-        raise ConfigError(
-            "recognised needs a class-conditional generator (trained with --conditional); this one draws no classes."
-        )
+    labels, classes = inputs.drawn_classes("recognised")
     if inputs.fake_logits is None or inputs.reference.groups is None:
         raise ConfigError("recognised needs an extractor with a classifier head.")
-    result = recognised_classes(
-        inputs.fake_logits, inputs.fake_labels, inputs.fake_classes, inputs.reference.groups.classes, inputs.reference
-    )
+    result = recognised_classes(inputs.fake_logits, labels, classes, inputs.reference.groups.classes, inputs.reference)
     inputs.details["recognised"] = result
     return {"recognised": result["recognised"]}
 

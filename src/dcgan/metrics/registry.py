@@ -37,6 +37,15 @@ class MetricInputs:
     fake_labels: torch.Tensor | None = None
     fake_classes: tuple[str, ...] | None = None
 
+    def drawn_classes(self, metric: str) -> tuple[torch.Tensor, tuple[str, ...]]:
+        """`fake_labels` and `fake_classes`, for a metric that needs them (`needs_classes`); an unconditional
+        generator's inputs are a `ConfigError` naming `metric`."""
+        if self.fake_labels is None or self.fake_classes is None:
+            raise ConfigError(
+                f"{metric} needs a class-conditional generator (trained with --conditional); this one draws no classes."
+            )
+        return self.fake_labels, self.fake_classes
+
 
 @dataclass(frozen=True)
 class Metric:
