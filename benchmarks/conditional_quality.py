@@ -29,7 +29,6 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from budget import run_with_budget
 
 from dcgan.data import load_images, registry
 from dcgan.errors import DcganError
@@ -108,17 +108,7 @@ def train(args: argparse.Namespace, conditioning: str, seed: int) -> Model:
     model = Model(conditioning, seed, str(folder), command)
     budget = None if args.steps else args.minutes * 60
     print(f"training {model.label} (seed {seed}): {shlex.join(command)}", flush=True)
-    started = time.time()
-    with (folder / "log.txt").open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    signalled = False
-    while process.poll() is None:
-        # SIGINT only once the step-0 checkpoint is written: before that dcgan has not yet set its handler.
-        if budget is not None and not signalled and time.time() - started >= budget and run.list_checkpoints():
-            process.send_signal(signal.SIGINT)
-            signalled = True
-        time.sleep(0.2)
-    model.exit_code, model.wall_seconds = process.returncode, time.time() - started
+    model.exit_code, _, model.wall_seconds = run_with_budget(command, folder / "log.txt", run, budget)
     found = run.list_checkpoints()
     if model.exit_code not in (0, 130) or not found:
         log_text = (folder / "log.txt").read_text(errors="replace")[-3000:]

@@ -35,7 +35,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from budget import run_with_budget
 
 from dcgan.data import load_images
 from dcgan.data.cache import cache_dir
@@ -204,16 +204,19 @@ def reference_run(
     return record
 
 
-def dcgan_width(args: argparse.Namespace) -> list[str]:
-    """dcgan's width flags: `--dcgan-width`, else `--width` (both systems), else none (its default)."""
-    width = args.dcgan_width or args.width
+def dcgan_width(args: argparse.Namespace) -> int | None:
+    """dcgan's ngf = ndf: `--dcgan-width`, else `--width` (both systems), else None (its default)."""
+    return args.dcgan_width or args.width  # type: ignore[no-any-return]
+
+
+def width_flags(width: int | None) -> list[str]:
     return ["--ngf", str(width), "--ndf", str(width)] if width else []
 
 
-def dcgan_step_seconds(setup: Setup, out: Path, width: list[str]) -> tuple[float, str]:
+def dcgan_step_seconds(setup: Setup, out: Path, width: int | None) -> tuple[float, str]:
     """`dcgan train --dry-run`'s seconds per step for this data (it also caches the execution plan it picks)."""
-    command = [sys.executable, "-m", "dcgan", "train", *setup.dcgan_args, *width, "--out", str(out / "dry-run"),
-               "--dry-run"]  # fmt: skip
+    command = [sys.executable, "-m", "dcgan", "train", *setup.dcgan_args, *width_flags(width),
+               "--out", str(out / "dry-run"), "--dry-run"]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     found = re.search(r"\(([\d.]+) s a step", done.stdout)
     if done.returncode or not found:
@@ -222,13 +225,14 @@ def dcgan_step_seconds(setup: Setup, out: Path, width: list[str]) -> tuple[float
     return float(found.group(1)), plan
 
 
-def dcgan_run(setup: Setup, out: Path, seed: int, every: int, budget: float | None, width: list[str]) -> RunRecord:
+def dcgan_run(setup: Setup, out: Path, seed: int, every: int, budget: float | None, width: int | None) -> RunRecord:
     """One `dcgan train` run, SIGINT at `budget` seconds after launch (None: let it finish)."""
     folder = out / f"dcgan-seed{seed}"
     shutil.rmtree(folder, ignore_errors=True)
     run = RunFolder(folder / "run")
     command = [
-        sys.executable, "-m", "dcgan", "train", *setup.dcgan_args, *width, "--seed", str(seed), "--out", str(run.root),
+        sys.executable, "-m", "dcgan", "train", *setup.dcgan_args, *width_flags(width), "--seed", str(seed),
+        "--out", str(run.root),
         "--no-progress", "--checkpoint-every", str(every), "--keep-checkpoints", "1000000",
     ]  # fmt: skip
     # An empty data cache, so decoding the folder counts, with the machine's execution plans (not data) in it.
@@ -236,19 +240,8 @@ def dcgan_run(setup: Setup, out: Path, seed: int, every: int, budget: float | No
     (folder / "cache").mkdir(parents=True)
     if (cache_dir() / "plans.json").exists():
         shutil.copy(cache_dir() / "plans.json", folder / "cache" / "plans.json")
-    widths = [int(width[i + 1]) for i, flag in enumerate(width) if flag == "--ngf"]
-    record = RunRecord("dcgan", 128, seed, str(folder), command, os.getloadavg()[0], width=widths[0] if widths else 64)
-    process, started = launch(command, folder / "log.txt", env)
-    signalled = False
-    while process.poll() is None:
-        # SIGINT only once training has begun (the step-0 checkpoint is written inside dcgan's signal handler):
-        # earlier, it would stop the process without a checkpoint.
-        if budget is not None and not signalled and time.time() - started >= budget and run.list_checkpoints():
-            process.send_signal(signal.SIGINT)
-            signalled = True
-        time.sleep(0.1)
-    record.exit_code = process.returncode
-    record.wall_seconds = time.time() - started
+    record = RunRecord("dcgan", 128, seed, str(folder), command, os.getloadavg()[0], width=width or 64)
+    record.exit_code, started, record.wall_seconds = run_with_budget(command, folder / "log.txt", run, budget, env)
     log = (folder / "log.txt").read_text(errors="replace")
     record.plan = next((line for line in log.splitlines() if line.startswith("Execution plan")), "")
     batch = json.loads(run.config.read_text())["batch_size"] if run.config.exists() else 128
