@@ -118,7 +118,7 @@ def test_priors(prior: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------ class-conditional
-CONDITIONINGS = ["concat", "cbn", "projection"]
+CONDITIONINGS = ["concat", "cbn", "projection", "acgan"]
 
 
 def _norm_kind(layer: nn.Module) -> type:
@@ -136,6 +136,11 @@ def test_conditional_shapes_and_guidelines(size: int, conditioning: str) -> None
     images = g(sample_prior(2, 16, "uniform"), labels)
     assert images.shape == (2, 3, size, size) and images.min() >= -1 and images.max() <= 1
     assert d(images, labels).shape == (2,)
+    if conditioning == "acgan":
+        assert d(images, labels, classes=True).shape == (2, 6), "the logit, then one class logit per class"
+    else:
+        with pytest.raises(ValueError, match="only an 'acgan' discriminator names classes"):
+            d(images, labels, classes=True)
     for model in (g, d):
         mods = _modules(model)
         assert not any(isinstance(m, (nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)) for m in mods)
@@ -153,6 +158,8 @@ def _class_grads(model: nn.Module, conditioning: str, what: str) -> torch.Tensor
     """The gradient of the label weights, one row per class."""
     if conditioning == "projection" and what == "d":
         return model.embed.weight.grad
+    if conditioning == "acgan" and what == "d":
+        return model.classifier.weight.grad.flatten(1)
     if conditioning in ("cbn", "projection") and what == "g":
         return torch.cat([m.embed.weight.grad for m in model.modules() if isinstance(m, ConditionalBatchNorm2d)], 1)
     grad = model.blocks[0][0].weight.grad
@@ -167,7 +174,11 @@ def test_gradient_reaches_the_label_weights_of_the_classes_used(conditioning: st
     g = Generator(16, 3, nz=16, ngf=4, num_classes=4, conditioning=conditioning)
     d = Discriminator(16, 3, ndf=4, num_classes=4, conditioning=conditioning)
     labels = torch.tensor([1, 3, 1, 3])
-    d(g(sample_prior(4, 16, "uniform"), labels), labels).square().sum().backward()
+    images = g(sample_prior(4, 16, "uniform"), labels)
+    if conditioning == "acgan":  # the label reaches D through its class loss, the logit of the class drawn
+        d(images, labels, classes=True)[:, 1:].gather(1, labels[:, None]).square().sum().backward()
+    else:
+        d(images, labels).square().sum().backward()
     for model, what in ((g, "g"), (d, "d")):
         grads = _class_grads(model, conditioning, what)
         assert grads.shape[0] == 4
@@ -187,7 +198,10 @@ def test_the_label_changes_the_image_and_the_logit(conditioning: str) -> None:
     assert min(change) > 0.01, "the same z drawn as another class is another image"
     same = images[:1].expand(3, -1, -1, -1)
     logits = d(same, torch.arange(3))
-    assert logits.unique().numel() == 3, "D judges the same image differently as each class"
+    if conditioning == "acgan":  # D judges the image alone, and names its class with the other head
+        assert logits.unique().numel() == 1 and d(same, torch.arange(3), classes=True)[0, 1:].unique().numel() == 3
+    else:
+        assert logits.unique().numel() == 3, "D judges the same image differently as each class"
 
 
 @pytest.mark.parametrize("conditioning", CONDITIONINGS)
@@ -201,6 +215,9 @@ def test_conditional_parts_equal_separate_calls(conditioning: str) -> None:
     joined = one(x, y, parts=2)
     separate = torch.cat([two(x[:4], y[:4]), two(x[4:], y[4:])])
     torch.testing.assert_close(joined, separate, rtol=1e-5, atol=1e-6)
+    if conditioning == "acgan":
+        separate = torch.cat([two(x[:4], y[:4], classes=True), two(x[4:], y[4:], classes=True)])
+        torch.testing.assert_close(one(x, y, parts=2, classes=True), separate, rtol=1e-5, atol=1e-6)
 
 
 def test_labels_are_required_by_conditional_models_and_refused_by_unconditional_ones() -> None:
@@ -250,7 +267,7 @@ def test_features_of_unlabelled_images_on_a_conditional_discriminator(conditioni
     x, labels = torch.randn(4, 1, 16, 16), torch.tensor([0, 1, 2, 0])
     unlabelled, labelled = d.features(x)[-1], d.features(x, labels)[-1]
     assert unlabelled.shape == labelled.shape == (4, 8, 4, 4)
-    if conditioning == "projection":
+    if conditioning in ("projection", "acgan"):
         assert torch.equal(unlabelled, labelled)
     else:
         assert not torch.allclose(unlabelled, labelled), "given labels, the features follow them"

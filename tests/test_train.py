@@ -21,7 +21,7 @@ from dcgan.config import TrainConfig
 from dcgan.errors import CheckpointError, ConfigError, DataError
 from dcgan.gemm_conv import use_gemm_conv
 from dcgan.models import Discriminator
-from dcgan.run import resume_config
+from dcgan.run import Run, resume_config
 from dcgan.train import NumericalFault, Trainer, dry_run, train
 from dcgan.training.samples import class_grid
 from tests.conftest import checkpoint_weights, class_shapes_data, shapes_data, tiny_config, train_tiny
@@ -370,7 +370,7 @@ def test_conditional_d_sees_each_real_image_with_its_label_and_fakes_in_the_same
         assert set(real_labels.tolist()) == {0, 1}
 
 
-@pytest.mark.parametrize(("conditioning", "precision"), [("projection", "fp32"), ("concat", "bf16")])
+@pytest.mark.parametrize(("conditioning", "precision"), [("projection", "fp32"), ("concat", "bf16"), ("acgan", "fp32")])
 def test_resumed_conditional_run_is_bitwise_identical(tmp_path: Path, conditioning: str, precision: str) -> None:
     data = class_shapes_data()
     config = lambda steps: tiny_config(
@@ -401,6 +401,29 @@ def test_resuming_across_conditioning_or_classes_is_refused_and_writes_nothing(
         config = tiny_config(steps=12, conditional=True, conditioning="concat")
         train(config, tiny_conditional_run, resume=True, data=class_shapes_data(), progress=False)
     assert (_files(tiny_conditional_run), _files(tiny_run)) == before
+
+
+def test_acgan_training_teaches_d_to_name_the_classes_and_g_to_draw_them(tmp_path: Path) -> None:
+    """AC-GAN's class loss: after a short run D's classifier names the real images' classes, and the classes G
+    draws are the ones asked for (an untrained classifier guesses: about half right on two classes)."""
+    data = class_shapes_data()
+    config = tiny_config(
+        steps=120, conditional=True, conditioning="acgan", checkpoint_every=120, sample_every=120, log_every=20
+    )
+    train(config, tmp_path / "run", data=data, progress=False)
+    run = Run.open(tmp_path / "run")
+    g, d = run.generator(), run.discriminator().eval()
+    with torch.no_grad():
+        real = data.images[:128].float().div(127.5).sub(1)
+        assert data.labels is not None
+        named_real = d(real, data.labels[:128], classes=True)[:, 1:].argmax(1)
+        asked = torch.arange(128) % 2
+        fakes = g(torch.rand(128, config.nz) * 2 - 1, asked)
+        named_fake = d(fakes, asked, classes=True)[:, 1:].argmax(1)
+    assert (named_real == data.labels[:128]).float().mean() > 0.9, "D names the real images' classes"
+    assert (named_fake == asked).float().mean() > 0.9, "G draws the class asked for, as D reads it"
+    dark = fakes[asked == 1].mean() - fakes[asked == 0].mean()
+    assert dark > 0.2, "'dark' (a dark square on a bright ground) is drawn brighter overall than 'light'"
 
 
 def test_conditional_training_needs_two_labelled_classes(tmp_path: Path) -> None:

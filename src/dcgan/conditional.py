@@ -79,8 +79,10 @@ class ClassDiscriminator(Discriminator):
     def features(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> list[torch.Tensor]:
         return self.discriminator.features(x, self._labels(x))
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None, parts: int = 1) -> torch.Tensor:
-        return self.discriminator(x, self._labels(x), parts)
+    def forward(
+        self, x: torch.Tensor, labels: torch.Tensor | None = None, parts: int = 1, classes: bool = False
+    ) -> torch.Tensor:
+        return self.discriminator(x, self._labels(x), parts, classes)
 
 
 def in_class(generator: Generator, name_or_id: str | int | None) -> Generator:

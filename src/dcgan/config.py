@@ -16,7 +16,7 @@ from dcgan.errors import ConfigError
 
 PRIORS = ("uniform", "normal")
 #: How a class-conditional G and D take the label (`dcgan.models`); "none" is an unconditional model.
-CONDITIONINGS = ("none", "concat", "cbn", "projection")
+CONDITIONINGS = ("none", "concat", "cbn", "projection", "acgan")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: The metrics `--eval-every` can track: those with one number to pick the best checkpoint by (`dcgan.metrics`).
 EVAL_METRICS = ("fid", "kid", "is")

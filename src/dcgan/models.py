@@ -17,6 +17,10 @@ guidelines (no fully connected hidden layer, no pooling, batchnorm everywhere bu
   unconditional head plus the inner product of a learned class embedding with D's last feature map. The map is
   used whole (C x 4 x 4) rather than sum-pooled as in their paper, which keeps the no-pooling guideline and
   makes the class term the same kind of linear read-out as D's own 4x4 head.
+- "acgan": G as in "concat"; D takes no label. Beside its real/fake head it has a second 4x4 head, `classifier`,
+  that reads the class from its last feature map, and training adds Odena et al.'s auxiliary classifier loss
+  (AC-GAN, 2017): D learns to name the class of the real images and of the fakes (the class each was drawn
+  in), and G to draw fakes that D names as their class. `forward(..., classes=True)` returns both heads.
 
 A model with `num_classes` = 0 has no conditioning module at all: the same parameters, initialisation and
 outputs as before conditioning existed, so old checkpoints load and resume unchanged.
@@ -35,6 +39,8 @@ from dcgan.config import CONDITIONINGS, PRIORS
 from dcgan.errors import ConfigError
 from dcgan.gemm_conv import Conv2d, ConvTranspose2d
 
+#: The conditionings whose G joins the label's one-hot vector to z.
+ONE_HOT_Z = ("concat", "acgan")
 #: Channel multipliers stop growing here: a 256x256 G starts at ngf * 8 channels, not ngf * 32.
 MAX_MULTIPLIER = 8
 
@@ -110,7 +116,7 @@ class Generator(nn.Module):
     Fractionally-strided convolutions only; batchnorm and ReLU on every layer but the output, which is Tanh.
     `prior` ("uniform" on [-1, 1], the paper's, or "normal") is part of the model: z must come from it.
     `conditioning` is how a conditional G takes its label (see the module docstring): "concat" joins the
-    label's one-hot vector to z, "cbn" and "projection" use class-conditional batchnorm.
+    label's one-hot vector to z (so does "acgan"), "cbn" and "projection" use class-conditional batchnorm.
     """
 
     def __init__(
@@ -136,7 +142,7 @@ class Generator(nn.Module):
         self.classes: tuple[str, ...] = tuple(str(i) for i in range(num_classes))
         norm_classes = num_classes if conditioning in ("cbn", "projection") else 0
         widths = [ngf * m for m in _multipliers(image_size)]
-        cin = nz + (num_classes if conditioning == "concat" else 0)
+        cin = nz + (num_classes if conditioning in ONE_HOT_Z else 0)
         layers: list[nn.Module] = [_g_block(cin, widths[0], first=True, num_classes=norm_classes)]
         layers += [_g_block(a, b, first=False, num_classes=norm_classes) for a, b in itertools.pairwise(widths)]
         layers.append(Block(ConvTranspose2d(widths[-1], channels, 4, 2, 1, bias=True), nn.Tanh()))
@@ -149,7 +155,7 @@ class Generator(nn.Module):
         x = z.reshape(z.shape[0], self.nz, 1, 1)
         if labels is None:
             return self.blocks(x)
-        if self.conditioning == "concat":
+        if self.conditioning in ONE_HOT_Z:
             return self.blocks(torch.cat([x, _one_hot(labels, self.num_classes, x)], dim=1))
         for block in self.blocks:
             for layer in block.children():
@@ -177,7 +183,8 @@ class Discriminator(nn.Module):
     Strided convolutions only, no pooling and no fully connected layer; batchnorm on every layer but the
     input one; LeakyReLU(0.2). With `num_classes` > 0, (images, labels) -> logits: how real the image is as an
     image of that class. "concat" and "cbn" join one-hot label planes to the image; "projection" adds
-    `<embed[y], last feature map>` to the logit (see the module docstring).
+    `<embed[y], last feature map>` to the logit; "acgan" judges the image alone and names its class with a second
+    head (see the module docstring).
     """
 
     def __init__(
@@ -196,6 +203,9 @@ class Discriminator(nn.Module):
         if conditioning == "projection":
             #: Class y's row, shaped as D's last (C, 4, 4) map, is what the map is projected on.
             self.embed = nn.Embedding(num_classes, widths[-1] * 16)
+        if conditioning == "acgan":
+            #: The auxiliary classifier: class logits from the last 4x4 map, a 4x4 read-out like `head`.
+            self.classifier = Conv2d(widths[-1], num_classes, 4, 1, 0, bias=True)
         init_weights(self)
 
     def _input(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
@@ -210,7 +220,7 @@ class Discriminator(nn.Module):
         Tools that read D's features of unlabelled images (the probe, guided backprop, projection's feature
         loss) call `features(x)` on any D. A "concat" or "cbn" D, which reads the label with the image, then
         sees no class: its label planes are all zero, so the maps are those of the pixels alone; given `labels`
-        it sees those classes. A "projection" D's features never depend on the label (it only enters the logit).
+        it sees those classes. A "projection" or "acgan" D's features never depend on the label.
         """
         if self._label_planes:
             planes = torch.zeros(x.shape[0], self.num_classes, *x.shape[2:], dtype=x.dtype, device=x.device)
@@ -223,12 +233,19 @@ class Discriminator(nn.Module):
             maps.append(x)
         return maps
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None, parts: int = 1) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, labels: torch.Tensor | None = None, parts: int = 1, classes: bool = False
+    ) -> torch.Tensor:
         """Logits for `x` (and, for a conditional D, its `labels`: class ids (N,)). With `parts` > 1, x is that many
         equal batches stacked along the batch (training: the real batch, then the fake one), and each batchnorm
         layer normalises every part on its own, updating its running statistics once per part in order, so the
         logits, their gradients and the statistics are those of `parts` separate calls; the other layers act per
-        image. One call instead of several means one backward pass and, under DDP, one gradient all-reduce."""
+        image. One call instead of several means one backward pass and, under DDP, one gradient all-reduce.
+
+        `classes` (an "acgan" D only): (N, 1 + num_classes), the logits then the auxiliary classifier's class
+        logits, from one pass (an argument rather than a method so that it runs through a DDP wrapper)."""
+        if classes and self.conditioning != "acgan":
+            raise ValueError(f"only an 'acgan' discriminator names classes; this one's is {self.conditioning!r}")
         x = self._input(x, labels)
         if parts == 1:
             x = self.blocks(x)
@@ -243,6 +260,8 @@ class Discriminator(nn.Module):
             assert labels is not None
             # Summed in fp32 whatever the precision: the map has C x 16 terms.
             logits = logits + (self.embed(labels) * x.flatten(1).float()).sum(1)
+        if classes:
+            return torch.cat([logits[:, None], self.classifier(x).flatten(1)], dim=1)
         return logits
 
 

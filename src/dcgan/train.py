@@ -316,6 +316,18 @@ class Trainer:
         ones = torch.ones(real.shape[0], device=self.device)
         zeros = torch.zeros(real.shape[0], device=self.device)
         scaler = self.scaler
+        # An "acgan" D also names each image's class (its columns 1..K); its cross-entropy against the class the
+        # image is (real) or was drawn in (fake) joins D's loss for both batches and G's loss for the fakes.
+        aux = {"classes": True} if self.config.model_conditioning == "acgan" else {}
+
+        def loss(out: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            """(real/fake logits, loss) from D's output: BCE, plus the class cross-entropy for "acgan"."""
+            logits = out[:, 0] if aux else out
+            value = F.binary_cross_entropy_with_logits(logits.float(), target)
+            if aux:
+                assert labels is not None
+                value = value + F.cross_entropy(out[:, 1:].float(), labels)
+            return logits, value
 
         # D: maximise log D(x) + log(1 - D(G(z))). Batchnorm normalises the real and the fake batch each on its
         # own (the paper's separate batches); in one pass of both, D's batchnorm layers split them (`parts=2`).
@@ -324,19 +336,17 @@ class Trainer:
             with self._autocast():
                 fake = self.g_train(z, *y)
                 both = () if labels is None else (torch.cat([labels, labels]),)
-                logits_real, logits_fake = self.d_train(torch.cat([real, fake.detach()]), *both, parts=2).chunk(2)
-                loss_real = F.binary_cross_entropy_with_logits(logits_real.float(), ones)
-                loss_fake = F.binary_cross_entropy_with_logits(logits_fake.float(), zeros)
+                out_real, out_fake = self.d_train(torch.cat([real, fake.detach()]), *both, parts=2, **aux).chunk(2)
+                logits_real, loss_real = loss(out_real, ones)
+                logits_fake, loss_fake = loss(out_fake, zeros)
             scaler.scale(loss_real + loss_fake).backward()
         else:  # the same step in two forward/backward passes
             with self._autocast():
-                logits_real = self.d_train(real, *y)
-                loss_real = F.binary_cross_entropy_with_logits(logits_real.float(), ones)
+                logits_real, loss_real = loss(self.d_train(real, *y, **aux), ones)
             scaler.scale(loss_real).backward()
             with self._autocast():
                 fake = self.g_train(z, *y)
-                logits_fake = self.d_train(fake.detach(), *y)
-                loss_fake = F.binary_cross_entropy_with_logits(logits_fake.float(), zeros)
+                logits_fake, loss_fake = loss(self.d_train(fake.detach(), *y, **aux), zeros)
             scaler.scale(loss_fake).backward()
         scaler.step(self.opt_d)
 
@@ -345,8 +355,7 @@ class Trainer:
         self.opt_g.zero_grad(set_to_none=True)
         self.D.requires_grad_(False)
         with self._autocast():
-            logits_g = self.D(fake, *y)
-            loss_g = F.binary_cross_entropy_with_logits(logits_g.float(), ones)
+            _, loss_g = loss(self.D(fake, *y, **aux), ones)
         scaler.scale(loss_g).backward()
         self.D.requires_grad_(True)
         scaler.step(self.opt_g)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from dcgan.gemm_conv import use_gemm_conv
 from dcgan.models import Discriminator
 from dcgan.train import Trainer
-from tests.conftest import checkpoint_weights, shapes_data, tiny_config, train_tiny
+from tests.conftest import checkpoint_weights, class_shapes_data, shapes_data, tiny_config, train_tiny
 
 TOL = 1e-5
 LAYOUTS = {"channels_last": torch.channels_last, "nchw": torch.contiguous_format}
@@ -110,6 +110,30 @@ def test_a_training_step_in_one_pass_is_the_two_pass_step(tmp_path: Path, precis
         torch.testing.assert_close(b.grad, a.grad, rtol=tol, atol=tol, msg=lambda m, k=name: f"{k}.grad: {m}")
     for (name, a), b in zip(two.D.named_buffers(), one.D.buffers()):
         torch.testing.assert_close(b, a, rtol=tol, atol=tol, msg=lambda m, k=name: f"{k}: {m}")
+
+
+def test_an_acgan_step_in_one_pass_is_the_two_pass_step(tmp_path: Path) -> None:
+    """With AC-GAN's class loss on D's real and fake batches: the same losses, D gradients (the classifier's too)
+    and running statistics from one pass as from two."""
+    trainers = []
+    for one_pass in (True, False):
+        config = tiny_config(conditional=True, conditioning="acgan")
+        trainer = Trainer(config, tmp_path / str(one_pass), data=class_shapes_data(), progress=False)
+        trainer.one_pass_d = one_pass
+        trainers.append(trainer)
+    one, two = trainers
+    real, labels, z = one.real_batch(0), one.real_labels(0), one.latent_batch()
+    assert labels is not None
+    try:
+        torch.testing.assert_close(one.train_step(real, z, labels), two.train_step(real, z, labels), rtol=TOL, atol=TOL)
+    finally:
+        use_gemm_conv(one._gemm_before)
+    grads = {name: p.grad for name, p in two.D.named_parameters()}
+    assert grads["classifier.weight"] is not None and grads["classifier.weight"].abs().sum() > 0
+    for name, p in one.D.named_parameters():
+        torch.testing.assert_close(p.grad, grads[name], rtol=TOL, atol=TOL, msg=lambda m, k=name: f"{k}.grad: {m}")
+    for (name, a), b in zip(two.D.named_buffers(), one.D.buffers()):
+        torch.testing.assert_close(b, a, rtol=TOL, atol=TOL, msg=lambda m, k=name: f"{k}: {m}")
 
 
 def test_training_in_one_pass_reaches_the_two_pass_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
