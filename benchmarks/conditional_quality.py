@@ -1,7 +1,7 @@
 """Class-conditional DCGANs against the unconditional one, each trained for the same wall-clock.
 
 For a labelled data set (Fashion-MNIST by default, or MNIST) at 32x32, `dcgan train` is run once per conditioning
-(`concat`, `projection`, `cbn`: `--conditional --conditioning X`) and once unconditionally, from the command line
+(`concat`, `cbn`, `projection`, `acgan`: `--conditional --conditioning X`) and once unconditionally, from the command line
 as a user would, each stopped by SIGINT `--minutes` after its launch (start-up and data loading included; dcgan
 finishes its step, saves a checkpoint and exits). Beforehand `dcgan train --dry-run` is run for each, which caches
 the machine's execution plan for that shape, so no run spends its budget measuring one.
@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from budget import run_with_budget
 
+from dcgan.config import CONDITIONINGS
 from dcgan.data import load_images, registry
 from dcgan.errors import DcganError
 from dcgan.metrics import evaluate, load_features
@@ -51,7 +52,7 @@ from dcgan.run import Run, RunFolder
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 #: The models compared: each conditioning, then the unconditional DCGAN ("none").
-MODELS = ("concat", "projection", "cbn", "none")
+MODELS = (*CONDITIONINGS[1:], "none")
 DATA = {"fashion-mnist": "lenet-fashion-mnist", "mnist": "lenet-mnist"}
 
 
