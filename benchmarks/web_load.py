@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_MIX = "info:4,sheet:1,walk:1,arithmetic:1,filters:1,project:1"
-KINDS = ("info", "sheet", "walk", "arithmetic", "filters", "project")
+KINDS = ("info", "sheet", "walk", "arithmetic", "filters", "project", "classes")
 
 
 # ----------------------------------------------------------------------------------------------- the server
@@ -66,8 +66,9 @@ def rss_mib(pid: int) -> float:
     return int(out) / 1024 if out else float("nan")
 
 
-def tiny_run(folder: Path) -> Path:
-    """An untrained 32x32 RGB run (one training step on random pixels), written to folder/run."""
+def tiny_run(folder: Path, classes: int = 0) -> Path:
+    """An untrained 32x32 RGB run (one training step on random pixels), written to folder/run; with `classes`
+    > 1 a class-conditional one, the images labelled in turn."""
     import torch
 
     from dcgan.config import build_config
@@ -76,10 +77,12 @@ def tiny_run(folder: Path) -> Path:
 
     config = build_config(
         None, data="random", image_size=32, channels=3, nz=100, ngf=32, ndf=32, batch_size=16, steps=1,
-        log_every=1, sample_every=1, checkpoint_every=1, precision="fp32", seed=0,
+        log_every=1, sample_every=1, checkpoint_every=1, precision="fp32", seed=0, conditional=classes > 1,
     )  # fmt: skip
     images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    data = ImageData(images, torch.zeros(64, dtype=torch.int64), "random", "train", "synthetic")
+    labels = torch.arange(64) % max(classes, 1)
+    names = tuple(f"class-{i}" for i in range(classes)) if classes > 1 else None
+    data = ImageData(images, labels, "random", "train", "synthetic", classes=names)
     train(config, folder / "run", data=data, progress=False)
     return folder / "run"
 
@@ -158,15 +161,21 @@ def requests_for(info: dict[str, Any], sheet_n: int, project_steps: int) -> dict
     image = Image.frombytes("RGB" if channels == 3 else "L", (size, size), rng.randbytes(size * size * channels))
     upload = io.BytesIO()
     image.save(upload, format="PNG")
-    return {
+    # A class-conditional model's drawing requests name a class (its last, as a user picks one on the page).
+    classes = info.get("classes") or []
+    klass = {"class": classes[-1]} if classes else {}
+    calls = {
         "info": ("/api/info", {}),
-        "sheet": ("/api/sheet", {"json": {"seed": 1, "n": sheet_n}}),
-        "walk": ("/api/walk", {"json": {"z0": z[0], "z1": z[1], "steps": 17, "method": "slerp"}}),
-        "arithmetic": ("/api/arithmetic", {"json": {"a": z[0:3], "b": z[3:6], "c": z[6:9]}}),
-        "filters": ("/api/filters", {"json": {"z": z, "layer": layer, "filters": list(range(0, info["layers"][layer], 2))}}),
+        "sheet": ("/api/sheet", {"json": {"seed": 1, "n": sheet_n, **klass}}),
+        "walk": ("/api/walk", {"json": {"z0": z[0], "z1": z[1], "steps": 17, "method": "slerp", **klass}}),
+        "arithmetic": ("/api/arithmetic", {"json": {"a": z[0:3], "b": z[3:6], "c": z[6:9], **klass}}),
+        "filters": ("/api/filters", {"json": {"z": z, "layer": layer, "filters": list(range(0, info["layers"][layer], 2)), **klass}}),
         "project": ("/api/project", {"files": {"file": ("x.png", upload.getvalue(), "image/png")},
-                                     "data": {"steps": str(project_steps), "restarts": "2"}}),
+                                     "data": {"steps": str(project_steps), "restarts": "2", **klass}}),
     }  # fmt: skip
+    if classes:  # the same z drawn in every class: the page's class strip
+        calls["classes"] = ("/api/classes", {"json": {"z": z[:4]}})
+    return calls
 
 
 def parse_mix(text: str) -> list[str]:
@@ -311,10 +320,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("run", nargs="?", type=Path, help="run folder or checkpoint (default: build a tiny untrained run)")
     p.add_argument("--quick", action="store_true", help="smoke run: tiny model, 1 and 8 clients, 2 s each")
+    p.add_argument("--classes", type=int, default=0,
+                   help="without RUN: make the tiny run class-conditional with this many classes (its requests "
+                        "then name a class, and the mix may include `classes`)")  # fmt: skip
     p.add_argument("--clients", help="concurrency levels, comma-separated (default 1,8,64,256)")
     p.add_argument("--duration", type=float, help="seconds per level (default 30)")
     p.add_argument("--max-requests", type=int, help="requests per level at most (default 20000)")
-    p.add_argument("--mix", default=DEFAULT_MIX, help=f"request kinds and weights (default {DEFAULT_MIX})")
+    p.add_argument("--mix", help=f"request kinds and weights (default {DEFAULT_MIX}, plus classes:1 for a "
+                                  "class-conditional model)")  # fmt: skip
     p.add_argument("--sheet-n", type=int, help="images per sheet request (default 64, the page's)")
     p.add_argument("--project-steps", type=int, help="steps of each projection, with 2 restarts (default 100)")
     p.add_argument("--client-timeout", type=float, default=300.0, help="seconds a client waits for an answer")
@@ -327,16 +340,19 @@ def main() -> None:
     max_requests = args.max_requests or (200 if quick else 20_000)
     sheet_n = args.sheet_n or (16 if quick else 64)
     project_steps = args.project_steps or (5 if quick else 100)
-    mix = parse_mix(args.mix)
     flags = [x for flag in ("threads", "workers", "queue", "timeout", "project_queue", "project_timeout")
              if getattr(args, flag) is not None for x in (f"--{flag.replace('_', '-')}", getattr(args, flag))]  # fmt: skip
 
     with tempfile.TemporaryDirectory() as folder:
-        run = args.run or tiny_run(Path(folder))
+        run = args.run or tiny_run(Path(folder), args.classes)
         server = Server(run, flags, Path(folder) / "server.log")
         try:
             info = server.wait_ready()
             calls = requests_for(info, sheet_n, project_steps)
+            args.mix = args.mix or DEFAULT_MIX + (",classes:1" if "classes" in calls else "")
+            mix = parse_mix(args.mix)
+            if "classes" in mix and "classes" not in calls:
+                raise SystemExit("--mix: `classes` draws one z in every class; this model is unconditional.")
             import httpx
 
             with httpx.Client(base_url=server.url, timeout=args.client_timeout) as warm:  # one of each, not timed
@@ -373,7 +389,7 @@ def main() -> None:
                     if kind in outcomes:
                         print(row(clients, kind, outcomes[kind], took))
                         failures += sum(outcomes[kind].other.values())
-                probed = Outcomes(len(probe_ms) + probe_failures, probe_ms, [], {"error": probe_failures} if probe_failures else {})  # fmt: skip
+                probed = Outcomes(len(probe_ms) + probe_failures, probe_ms, other={"error": probe_failures} if probe_failures else {})  # fmt: skip
                 print(row(clients, "info probe", probed, took, f"{rss_mib(server.process.pid):.0f}"))
                 failures += probe_failures
                 info_p99[clients] = percentile(probe_ms, 99)

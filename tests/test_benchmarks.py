@@ -116,6 +116,25 @@ def test_web_load_prints_its_table() -> None:
     assert any(line.startswith("server RSS: ") and "MiB peak" in line for line in lines), out.stdout
 
 
+def test_web_load_drives_a_conditional_run() -> None:
+    """A class-conditional tiny run: every drawing request names a class, the "same z in every class" request
+    joins the mix, and nothing is refused but with a well-formed 503."""
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "web_load.py"), "--quick", "--classes", "3", "--clients", "1",
+         "--duration", "1"],
+        capture_output=True, text=True, check=True, timeout=600,
+    )  # fmt: skip
+    lines = out.stdout.splitlines()
+    assert "mix info:4,sheet:1,walk:1,arithmetic:1,filters:1,project:1,classes:1" in out.stdout, out.stdout
+    assert any(line.startswith("|       1 | classes ") for line in lines), out.stdout
+    assert "answers other than 200 or a well-formed 503: 0" in lines, out.stdout
+    refused = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "web_load.py"), "--quick", "--mix", "info:1,classes:1"],
+        capture_output=True, text=True, check=False, timeout=600,
+    )  # fmt: skip
+    assert refused.returncode != 0 and "this model is unconditional" in refused.stderr, refused.stderr
+
+
 @pytest.mark.slow
 def test_conditional_quality_trains_and_scores_each_model(tmp_path: Path) -> None:
     """Two steps of a conditional (projection) and the unconditional model on Fashion-MNIST, scored on 100 samples
