@@ -51,6 +51,24 @@ def _rank_main(rank: int, world: int, port: int, out: str, sync_bn: bool) -> Non
     torch.save(state, Path(out) / f"rank{rank}.pt")
 
 
+def _rank_with_own_data(rank: int, world: int, port: int, out: str) -> None:
+    """A rank whose data differs from rank 0's when it is rank 1 (another node's other files)."""
+    os.environ.update(
+        {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1",
+         "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
+    )  # fmt: skip
+    from dcgan.errors import DataError
+    from dcgan.train import Trainer
+
+    data = shapes_data()
+    if rank == 1:
+        data.images[5] = 255 - data.images[5]  # one image of 256 changed
+    try:
+        Trainer(tiny_config(steps=2), out, data=data, progress=False)
+    except DataError as exc:
+        (Path(out).parent / f"error{rank}.txt").write_text(str(exc))
+
+
 def _record_first_real_batch(monkeypatch: pytest.MonkeyPatch | None = None) -> list[torch.Tensor]:
     """Spy on D: the first batch it sees in a run is the first real batch; it is kept (as uint8) in the list."""
     from dcgan.models import Discriminator
@@ -73,6 +91,37 @@ def _record_first_real_batch(monkeypatch: pytest.MonkeyPatch | None = None) -> l
 def _images(batch: torch.Tensor) -> list[bytes]:
     """A batch as a sorted list of its images' bytes: equal for the same images in any order."""
     return sorted(image.numpy().tobytes() for image in batch)
+
+
+def test_ranks_that_decoded_different_data_stop_with_one_sentence(tmp_path: Path) -> None:
+    """One image of 256 differs on rank 1: both ranks stop before training, with the same sentence, and no run
+    folder is written."""
+    out = tmp_path / "run"
+    mp.start_processes(_rank_with_own_data, args=(2, _free_port(), str(out)), nprocs=2, start_method="spawn")
+    errors = [(tmp_path / f"error{rank}.txt").read_text() for rank in (0, 1)]
+    assert errors[0] == errors[1]
+    assert errors[0].startswith("The processes decoded different data (rank 0: 256, rank 1: 256 images; 1 of 2")
+    assert "the same files in the same state on every node" in errors[0]
+    assert not out.exists()
+
+
+def test_data_fingerprint_tells_apart_order_labels_and_pixels() -> None:
+    from dcgan.distributed import data_fingerprint
+
+    data = shapes_data(n=16)
+    data.labels = torch.arange(16) % 3
+    base = data_fingerprint(data.images, data.labels)
+    assert torch.equal(base, data_fingerprint(data.images.clone(), data.labels.clone()))
+    swapped = data.images[[1, 0, *range(2, 16)]]
+    changed = data.images.clone()
+    changed[3, 0, 0, 0] ^= 1
+    moved = data.images.clone()  # two pixels of one image swapped: the same pixel sum
+    moved[2, 0, 0, 0], moved[2, 0, 5, 5] = data.images[2, 0, 5, 5], data.images[2, 0, 0, 0]
+    assert moved[2, 0, 0, 0] != moved[2, 0, 5, 5]
+    for images, labels in ((swapped, data.labels), (changed, data.labels), (moved, data.labels),
+                           (data.images, data.labels.flip(0)),
+                           (data.images[:15], data.labels[:15]), (data.images, None)):  # fmt: skip
+        assert not torch.equal(base, data_fingerprint(images, labels))
 
 
 def test_two_ranks_hold_identical_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

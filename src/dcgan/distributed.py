@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from dcgan.errors import DcganError
+from dcgan.errors import DataError, DcganError
 
 T = TypeVar("T")
 
@@ -141,6 +141,43 @@ def any_flags(flags: list[bool], info: Dist, device: torch.device) -> list[bool]
     t = torch.tensor([1.0 if f else 0.0 for f in flags], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return [bool(v > 0) for v in t.tolist()]
+
+
+def data_fingerprint(images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """Six int64 numbers that two decodings of a data set share only if they hold the same images in the same
+    order with the same labels (short of a deliberate collision): the count, pixels per image, the pixel sum, the
+    images' pixel sums weighted by the image's position, the same of pixel-position-weighted sums, and the labels'
+    position-weighted sum. Integer sums (wrapping on overflow) come out the same on any rank whatever its thread
+    count; 4,096 images at a time, so the int64 copy stays small."""
+    count, pixels = len(images), images[0].numel() if len(images) else 0
+    within = torch.arange(1, pixels + 1, dtype=torch.int64)
+    sums = torch.zeros(3, dtype=torch.int64)
+    for start in range(0, count, 4096):
+        x = images[start : start + 4096].flatten(1).to(torch.int64)
+        position = torch.arange(start + 1, start + len(x) + 1, dtype=torch.int64)
+        per_image, placed = x.sum(1), (x * within).sum(1)
+        sums += torch.stack([per_image.sum(), (per_image * position).sum(), (placed * position).sum()])
+    position = torch.arange(1, count + 1, dtype=torch.int64)
+    label_sum = (labels.to(torch.int64) * position).sum() if labels is not None else torch.tensor(-1)
+    return torch.cat([torch.tensor([count, pixels]), sums, label_sum.reshape(1)])
+
+
+def check_same_data(images: torch.Tensor, labels: torch.Tensor | None, info: Dist, device: torch.device) -> None:
+    """Stop every rank with one sentence if any decoded other data than rank 0 (other files on another node, a
+    folder that changed between two ranks' reads): each rank takes its slice of one global order, so different
+    sets would train on neither. Raises `DataError` on every rank."""
+    if not info.enabled:
+        return
+    mine = data_fingerprint(images, labels).to(device)
+    every = [torch.empty_like(mine) for _ in range(info.world)]
+    dist.all_gather(every, mine)
+    differ = [rank for rank, theirs in enumerate(every) if not torch.equal(theirs, every[0])]
+    if differ:
+        counts = ", ".join(f"rank {rank}: {int(every[rank][0])}" for rank in [0, *differ])
+        raise DataError(
+            f"The processes decoded different data ({counts} images; {len(differ)} of {info.world} ranks differ "
+            "from rank 0): every rank must read the same --data, the same files in the same state on every node."
+        )
 
 
 def broadcast_buffers(modules: list[torch.nn.Module], info: Dist) -> None:

@@ -121,6 +121,7 @@ class Trainer:
                 config.data, root=config.data_root, image_size=config.image_size, channels=config.channels,
                 download=config.download, labels_from_name=config.labels_from_name,
             )  # fmt: skip
+        distributed.check_same_data(self.data.images, self.data.labels, self.dist, self.device)
         self.channels = self.data.channels
         #: The classes a conditional run draws (label i is classes[i]); () for an unconditional run.
         self.classes = classes_to_draw(config, self.data)
