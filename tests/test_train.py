@@ -345,10 +345,12 @@ def test_conditional_d_sees_each_real_image_with_its_label_and_fakes_in_the_same
     calls: list[tuple[torch.Tensor, torch.Tensor, int]] = []
     forward = Discriminator.forward
 
-    def spy(self: Discriminator, x: torch.Tensor, labels: torch.Tensor | None = None, parts: int = 1) -> torch.Tensor:
+    def spy(
+        self: Discriminator, x: torch.Tensor, labels: torch.Tensor | None = None, parts: int = 1, classes: bool = False
+    ) -> torch.Tensor:
         assert labels is not None, "a conditional D is always given labels"
         calls.append((x.detach().clone(), labels.clone(), parts))
-        return forward(self, x, labels, parts)
+        return forward(self, x, labels, parts, classes)
 
     monkeypatch.setattr(Discriminator, "forward", spy)
     monkeypatch.setattr(Trainer, "one_pass_d", one_pass)
