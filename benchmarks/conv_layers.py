@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import itertools
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -55,25 +57,44 @@ def conv_flops(module: nn.Module, shape: tuple[int, ...]) -> float:
     return float(counter.get_total_flops())
 
 
-def fwd_bwd_seconds(module: nn.Module, shape: tuple[int, ...], repeats: int, dtype: torch.dtype) -> dict[bool, float]:
-    """Best forward+backward time with the GEMM path off (False) and on (True, on any map size), interleaved."""
+#: The three ways a layer can run, and the path limits that force each on every layer it can take.
+MODES = ("torch", "gemm", "winograd")
+
+
+@contextmanager
+def forced(mode: str) -> Iterator[None]:
+    """Run every layer the mode can take on it: torch's kernel, the GEMM path, or Winograd (stride-2 layers)."""
+    gemm_limits, winograd_limits = dict(gemm_conv.MAX_GEMM_SIDE), dict(gemm_conv.MAX_WINOGRAD_SIDE)
+    min_channels = gemm_conv.MIN_WINOGRAD_CHANNELS
+    dtypes = (torch.float32, torch.bfloat16, torch.float16)
+    gemm_conv.use_gemm_conv(mode != "torch")
+    gemm_conv.MAX_GEMM_SIDE.update({d: (1 << 16 if mode == "gemm" else 0) for d in dtypes})
+    gemm_conv.MAX_WINOGRAD_SIDE.update({d: 1 << 16 for d in dtypes})
+    gemm_conv.MIN_WINOGRAD_CHANNELS = 1
+    try:
+        yield
+    finally:
+        gemm_conv.MAX_GEMM_SIDE.clear()
+        gemm_conv.MAX_GEMM_SIDE.update(gemm_limits)
+        gemm_conv.MAX_WINOGRAD_SIDE.clear()
+        gemm_conv.MAX_WINOGRAD_SIDE.update(winograd_limits)
+        gemm_conv.MIN_WINOGRAD_CHANNELS = min_channels
+        gemm_conv.use_gemm_conv(True)
+
+
+def fwd_bwd_seconds(module: nn.Module, shape: tuple[int, ...], repeats: int, dtype: torch.dtype) -> dict[str, float]:
+    """Best forward+backward time of each of `MODES`, interleaved."""
     module = module.to(memory_format=torch.channels_last)
     x = torch.randn(shape).contiguous(memory_format=torch.channels_last).requires_grad_(True)
-    best = {False: float("inf"), True: float("inf")}
-    limits = dict(gemm_conv.MAX_GEMM_SIDE)
-    gemm_conv.MAX_GEMM_SIDE.update({name: 1 << 16 for name in limits})
-    try:
-        for i, gemm in itertools.product(range(repeats + 1), (False, True)):
-            gemm_conv.use_gemm_conv(gemm)
+    best = dict.fromkeys(MODES, float("inf"))
+    for i, mode in itertools.product(range(repeats + 1), MODES):
+        with forced(mode):
             start = time.perf_counter()
             with torch.autocast("cpu", torch.bfloat16, enabled=dtype == torch.bfloat16):
                 y = module(x)
             y.backward(torch.ones_like(y))
             if i:  # the first round warms up
-                best[gemm] = min(best[gemm], time.perf_counter() - start)
-    finally:
-        gemm_conv.MAX_GEMM_SIDE.update(limits)
-        gemm_conv.use_gemm_conv(True)
+                best[mode] = min(best[mode], time.perf_counter() - start)
     return best
 
 
@@ -103,27 +124,29 @@ def main() -> None:
         f"{args.precision} GEMM 2048x4096x512: {peak / 1e12:.2f} TFLOP/s; {torch.get_num_threads()} threads; "
         f"batch {args.batch}\n"
     )
-    print("| layer | GFLOP fwd | torch kernel ms | GEMM path ms | dcgan uses | its TFLOP/s | of GEMM peak |")
-    print("|---|---:|---:|---:|---|---:|---:|")
-    totals = {False: 0.0, True: 0.0, "used": 0.0}
+    print(
+        "| layer | GFLOP fwd | torch kernel ms | GEMM path ms | Winograd ms | dcgan uses | its TFLOP/s (direct FLOPs) "
+        "| of GEMM peak |"
+    )
+    print("|---|---:|---:|---:|---:|---|---:|---:|")
+    totals = dict.fromkeys((*MODES, "used"), 0.0)
     total_flops = 0.0
     for name, module, shape in layer_inputs(args.size, args.batch):
         flops = 3 * conv_flops(module, shape)  # forward, input gradient, weight gradient
         seconds = fwd_bwd_seconds(module, shape, args.repeats, dtype)
-        used = gemm_conv._gemm_applies(module, torch.empty(shape, dtype=dtype))  # type: ignore[arg-type]
-        totals[False] += seconds[False]
-        totals[True] += seconds[True]
+        used = gemm_conv._path(module, torch.empty(shape, dtype=dtype)) or "torch"  # type: ignore[arg-type]
+        for mode in MODES:
+            totals[mode] += seconds[mode]
         totals["used"] += seconds[used]
         total_flops += flops
         rate = flops / seconds[used]
-        print(
-            f"| {name} | {flops / 3e9:.2f} | {seconds[False] * 1e3:.0f} | {seconds[True] * 1e3:.0f} "
-            f"| {'GEMM' if used else 'torch'} | {rate / 1e12:.2f} | {rate / peak:.0%} |"
-        )
+        times = " | ".join(f"{seconds[mode] * 1e3:.0f}" for mode in MODES)
+        print(f"| {name} | {flops / 3e9:.2f} | {times} | {used} | {rate / 1e12:.2f} | {rate / peak:.0%} |")
     rate = total_flops / totals["used"]
+    times = " | ".join(f"{totals[mode] * 1e3:.0f}" for mode in MODES)
     print(
-        f"| all layers | {total_flops / 3e9:.2f} | {totals[False] * 1e3:.0f} | {totals[True] * 1e3:.0f} "
-        f"| {totals['used'] * 1e3:.0f} ms | {rate / 1e12:.2f} | {rate / peak:.0%} |"
+        f"| all layers | {total_flops / 3e9:.2f} | {times} | {totals['used'] * 1e3:.0f} ms | {rate / 1e12:.2f} "
+        f"| {rate / peak:.0%} |"
     )
 
 

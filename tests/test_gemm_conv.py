@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 
 import pytest
@@ -39,17 +40,18 @@ def _run(module: nn.Module, x: torch.Tensor, grad: torch.Tensor | None, bf16: bo
         y = module(x)
     if grad is None:
         grad = torch.randn(y.shape, generator=torch.Generator().manual_seed(1))
-    (y.float() * grad).sum().backward()
-    out = [y.float(), x.grad] + [p.grad for p in module.parameters()]
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    (y.to(dtype) * grad.to(dtype)).sum().backward()
+    out = [y.to(dtype), x.grad] + [p.grad for p in module.parameters()]
     module.zero_grad()
     return out
 
 
 @pytest.fixture
 def gemm_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """Records which GEMM-path autograd functions ran."""
+    """Records which GEMM-path and Winograd autograd functions ran."""
     calls: list[str] = []
-    for name in ("_ConvS2", "_ConvTransposeS2"):
+    for name in ("_ConvS2", "_ConvTransposeS2", "_WinogradConvS2", "_WinogradConvTransposeS2"):
         fn = getattr(gemm_conv, name)
         monkeypatch.setattr(fn, "apply", lambda *a, _f=fn.apply, _n=name: calls.append(_n) or _f(*a))
     yield calls
@@ -76,13 +78,27 @@ def _assert_path_switch(ours: nn.Module, x: torch.Tensor, calls: list[str], bf16
     gemm_conv.use_gemm_conv(True)
 
 
+def _force(monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+    """Every stride-2 layer on the GEMM path, or on the Winograd path, in fp32."""
+    monkeypatch.setitem(gemm_conv.MAX_GEMM_SIDE, torch.float32, 8 if path == "gemm" else 0)
+    monkeypatch.setitem(gemm_conv.MAX_WINOGRAD_SIDE, torch.float32, 64)
+    monkeypatch.setattr(gemm_conv, "MIN_WINOGRAD_CHANNELS", 1)
+
+
 @pytest.mark.parametrize("layer", LAYERS, ids=lambda x: f"{x[0]}{x[1]}-{x[2]}@{x[3]}")
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("channels_last", [True, False])
+@pytest.mark.parametrize("path", ["gemm", "winograd"])
 def test_matches_torch_in_fp32(
-    layer: tuple, bias: bool, channels_last: bool, torch_kernel_calls: list[str], monkeypatch: pytest.MonkeyPatch
+    layer: tuple,
+    bias: bool,
+    channels_last: bool,
+    path: str,
+    torch_kernel_calls: list[str],
+    gemm_calls: list[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setitem(gemm_conv.MAX_GEMM_SIDE, torch.float32, 8)  # every layer here on the GEMM path in fp32 too
+    _force(monkeypatch, path)
     kind, cin, cout, side, stride, pad = layer
     torch.manual_seed(0)
     reference, ours = _pair(kind, cin, cout, stride, pad, bias)
@@ -91,9 +107,21 @@ def test_matches_torch_in_fp32(
         x = x.contiguous(memory_format=torch.channels_last)
     expected = _run(reference, x, None, False)
     assert torch_kernel_calls, "the spy sees torch's kernel"
+    exact = _run(copy.deepcopy(reference).double(), x.double(), None, False)
     torch_kernel_calls.clear()
-    for a, b in zip(expected, _run(ours, x, None, False), strict=True):
-        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    got = _run(ours, x, None, False)
+    if path == "gemm":
+        for a, b in zip(expected, got, strict=True):
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    else:  # Winograd's transforms add before they multiply: as close to the exact result as torch's kernel is
+        for a, b, e in zip(expected, got, exact, strict=True):
+            assert b.dtype == a.dtype
+            assert (b - e).abs().max() <= 4 * (a - e).abs().max() + 1e-6
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+    if stride == 2:
+        assert gemm_calls == [
+            ("_Winograd" if path == "winograd" else "_") + ("ConvTransposeS2" if kind == "t" else "ConvS2")
+        ]
     _assert_path_switch(ours, x, torch_kernel_calls, False)
 
 
@@ -118,9 +146,9 @@ def test_takes_the_gemm_path_only_on_small_maps(gemm_calls: list[str]) -> None:
     conv, transposed = gemm_conv.Conv2d(8, 8, 4, 2, 1), gemm_conv.ConvTranspose2d(8, 8, 4, 2, 1)
     with torch.autocast("cpu", torch.bfloat16):
         conv(torch.randn(2, 8, 16, 16))  # output 8x8: GEMM
-        transposed(torch.randn(2, 8, 16, 16))  # input 16x16: torch's kernel
+        transposed(torch.randn(2, 8, 16, 16))  # input 16x16: torch's kernel (no Winograd in bf16)
     assert gemm_calls == ["_ConvS2"]
-    conv(torch.randn(2, 8, 16, 16))  # fp32, output 8x8: torch's kernel
+    conv(torch.randn(2, 8, 16, 16))  # fp32, output 8x8: torch's kernel (8 channels: too few for Winograd)
     conv(torch.randn(2, 8, 8, 8))  # fp32, output 4x4: GEMM
     transposed(torch.randn(2, 8, 4, 4))  # fp32, input 4x4: GEMM
     transposed(torch.randn(2, 8, 8, 8))  # fp32, input 8x8: torch's kernel
@@ -130,21 +158,50 @@ def test_takes_the_gemm_path_only_on_small_maps(gemm_calls: list[str]) -> None:
     assert gemm_calls == ["_ConvS2", "_ConvS2", "_ConvTransposeS2"], "use_gemm_conv(False) switches the path off"
 
 
-def test_whole_models_match_torch_kernels_in_fp32(gemm_calls: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    """G and D at 64x64 (every layer kind, both paths) give torch's outputs and gradients."""
-    monkeypatch.setitem(gemm_conv.MAX_GEMM_SIDE, torch.float32, 8)  # the sub-pixel product at 8x8 inputs as well
+def test_takes_the_winograd_path_on_larger_maps_in_fp32(gemm_calls: list[str]) -> None:
+    """Above `MAX_GEMM_SIDE`, up to `MAX_WINOGRAD_SIDE`, with enough channels and whole 2x2 output tiles."""
+    wide = gemm_conv.MIN_WINOGRAD_CHANNELS
+    conv, transposed = gemm_conv.Conv2d(wide, wide, 4, 2, 1), gemm_conv.ConvTranspose2d(wide, wide, 4, 2, 1)
+    conv(torch.randn(2, wide, 16, 16))  # output 8x8
+    transposed(torch.randn(2, wide, 8, 8))  # input 8x8
+    assert gemm_calls == ["_WinogradConvS2", "_WinogradConvTransposeS2"]
+    gemm_calls.clear()
+    conv(torch.randn(2, wide, 20, 20))  # output 10x10: five tiles a side
+    conv(torch.randn(2, wide, 18, 18))  # output 9x9: no whole tiles, torch's kernel
+    with torch.autocast("cpu", torch.bfloat16):
+        conv(torch.randn(2, wide, 16, 16))  # bf16 output 8x8: GEMM
+        conv(torch.randn(2, wide, 32, 32))  # bf16 output 16x16: torch's kernel
+    narrow = gemm_conv.Conv2d(wide // 2, wide, 4, 2, 1)
+    narrow(torch.randn(2, wide // 2, 16, 16))  # too few input channels: torch's kernel
+    assert gemm_calls == ["_WinogradConvS2", "_ConvS2"]
+    limit = gemm_conv.MAX_WINOGRAD_SIDE[torch.float32]
+    gemm_calls.clear()
+    conv(torch.randn(1, wide, 4 * limit, 4 * limit))  # output above the limit: torch's kernel
+    assert gemm_calls == []
+
+
+@pytest.mark.parametrize("path", ["gemm", "winograd"])
+def test_whole_models_match_torch_kernels_in_fp32(
+    path: str, gemm_calls: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """G and D at 64x64 (every layer kind, each path) give torch's outputs and gradients: the GEMM path to 1e-5,
+    Winograd as close to the exact (float64) result as torch's kernels are, within a factor of 4."""
+    _force(monkeypatch, path)  # GEMM: the sub-pixel product at 8x8 inputs as well; Winograd: every stride-2 layer
     results = []
-    for enabled in (False, True):
+    for enabled, dtype in ((False, torch.float32), (True, torch.float32), (False, torch.float64)):
         gemm_conv.use_gemm_conv(enabled)
         torch.manual_seed(0)
         g, d = Generator(64, 3, nz=16, ngf=8), Discriminator(64, 3, ndf=8)
-        g, d = g.to(memory_format=torch.channels_last), d.to(memory_format=torch.channels_last)
-        logits = d(g(torch.rand(4, 16) * 2 - 1))
+        g, d = g.to(dtype, memory_format=torch.channels_last), d.to(dtype, memory_format=torch.channels_last)
+        logits = d(g(torch.rand(4, 16, dtype=dtype) * 2 - 1))
         logits.sum().backward()
         results.append([logits.detach()] + [p.grad for p in (*g.parameters(), *d.parameters())])
-    assert gemm_calls, "the GEMM path ran"
-    for a, b in zip(*results, strict=True):
-        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+    assert any(("Winograd" in call) == (path == "winograd") for call in gemm_calls), f"the {path} path ran"
+    for a, b, exact in zip(*results, strict=True):
+        if path == "gemm":
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+        else:
+            assert (b.double() - exact).abs().max() <= 4 * (a.double() - exact).abs().max() + 1e-6
 
 
 def test_tracing_uses_torch_kernels(gemm_calls: list[str]) -> None:

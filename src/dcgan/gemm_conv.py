@@ -9,6 +9,11 @@ convolution, a sub-pixel product for its transpose and for its input gradient), 
 order so that every gathered run is a contiguous row of channels, the same layers run 1.5-3x faster
 (`benchmarks/conv_layers.py`). That is the reason this file exists rather than `F.conv2d`.
 
+On CPUs without AMX, in fp32, the layers are bound by the multiplications themselves (oneDNN and the GEMM path
+both reach 75-95% of a matrix product's rate), so the only way to be faster is to do fewer: the stride-2 layers
+with larger maps take Winograd's F(2x2, 2x2) algorithm, which computes the same convolution (to fp32 rounding)
+with 9/16 of the multiplications, in the forward pass and in both gradients (see the section below).
+
 `Conv2d` and `ConvTranspose2d` below are drop-in subclasses of torch's: same parameters, same state dict, same
 results; they take the GEMM path only where it is known to win (CPU tensors, the shapes above) and otherwise
 call torch's own kernel. `use_gemm_conv(False)` turns the path off process-wide (like `torch.backends` flags); `gemm_conv_path(False)`
@@ -25,6 +30,10 @@ from contextvars import ContextVar
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+#: What the path computes with, part of the execution-plan cache's key (`dcgan.plan.cache`): a plan measured
+#: with an older version is measured again. 1: GEMM and sub-pixel products; 2: Winograd F(2x2, 2x2) added.
+KERNELS = 2
 
 _enabled = True
 #: The calling thread's choice (None: the process-wide switch).
@@ -177,6 +186,157 @@ class _ConvTransposeS2(torch.autograd.Function):
         return grad_x, grad_w
 
 
+# ------------------------------------------------------------------------ Winograd F(2x2, 2x2), fp32
+# A 4x4 stride-2 padding-1 convolution is a 2x2 stride-1 convolution of the padded input's space-to-depth
+# (4C channels at half the resolution): kernel row kh = 2a + p takes padded rows 2(i + a) + p. Winograd's
+# F(2x2, 2x2) computes each 2x2 tile of that convolution's output from a 3x3 tile of its input with 9 products
+# instead of 16: in one dimension y0 = d0 g0 + d1 g1, y1 = d1 g0 + d2 g1 are (d0 - d1) g0 + d1 (g0 + g1) and
+# d1 (g0 + g1) + (d2 - d1) g1. So the layer becomes 9 matrix products (one per tile position) of 9/16 of the
+# direct FLOPs, between transforms that only add and subtract, which keeps it exact to fp32 rounding. A
+# transposed convolution is the adjoint of a convolution, so the same three transforms and their adjoints give
+# G's layers and every gradient: each pass of a training step does 9/16 of the multiplications.
+def _tiles(h: int, w: int) -> tuple[int, int]:
+    """The number of 2x2 output tiles of the low-resolution side, per dimension, of an HxW high-res map."""
+    return h // 4, w // 4
+
+
+def _winograd_input(xh: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, C) -> (9, B*H/4*W/4, 4C): B^T d B for every 3x3 tile d of the padded space-to-depth input,
+    B^T = [[1, -1, 0], [0, 1, 0], [0, -1, 1]], channels in (p, q, c) order."""
+    b, h, w, c = xh.shape
+    th, tw = _tiles(h, w)
+    xp = F.pad(xh, (0, 0, 1, 1, 1, 1)).view(b, h // 2 + 1, 2, w // 2 + 1, 2, c)  # (b, u, p, v, q, c)
+    even, odd = xp[:, 0::2], xp[:, 1::2]  # tile t reads rows 2t, 2t + 1, 2t + 2
+    rows = torch.empty(3, b, th, 2, w // 2 + 1, 2, c, dtype=xh.dtype, device=xh.device)
+    torch.sub(even[:, :-1], odd, out=rows[0])
+    rows[1].copy_(odd)
+    torch.sub(even[:, 1:], odd, out=rows[2])
+    even, odd = rows[:, :, :, :, 0::2], rows[:, :, :, :, 1::2]
+    u = torch.empty(3, 3, b, th, tw, 2, 2, c, dtype=xh.dtype, device=xh.device)
+    cols = u.permute(0, 1, 2, 3, 5, 4, 6, 7)  # (row pos, col pos, b, t, p, t', q, c)
+    torch.sub(even[..., :-1, :, :], odd, out=cols[:, 0])
+    cols[:, 1].copy_(odd)
+    torch.sub(even[..., 1:, :, :], odd, out=cols[:, 2])
+    return u.view(9, b * th * tw, 4 * c)
+
+
+def _winograd_input_adjoint(du: torch.Tensor, b: int, h: int, w: int) -> torch.Tensor:
+    """The adjoint of `_winograd_input`: (9, B*H/4*W/4, 4C) -> (B, H, W, C), overlapping tile edges summed."""
+    c = du.shape[-1] // 4
+    th, tw = _tiles(h, w)
+    cols = du.view(3, 3, b, th, tw, 2, 2, c).permute(0, 1, 2, 3, 5, 4, 6, 7)
+    rows = torch.empty(3, b, th, 2, w // 2 + 1, 2, c, dtype=du.dtype, device=du.device)
+    even, odd = rows[:, :, :, :, 0::2], rows[:, :, :, :, 1::2]
+    even[..., :1, :, :].copy_(cols[:, 0, ..., :1, :, :])
+    torch.add(cols[:, 0, ..., 1:, :, :], cols[:, 2, ..., :-1, :, :], out=even[..., 1:-1, :, :])
+    even[..., -1:, :, :].copy_(cols[:, 2, ..., -1:, :, :])
+    torch.sub(cols[:, 1], cols[:, 0], out=odd)
+    odd -= cols[:, 2]
+    xp = torch.empty(b, h // 2 + 1, 2, w // 2 + 1, 2, c, dtype=du.dtype, device=du.device)
+    even, odd = xp[:, 0::2], xp[:, 1::2]
+    even[:, :1].copy_(rows[0, :, :1])
+    torch.add(rows[0, :, 1:], rows[2, :, :-1], out=even[:, 1:-1])
+    even[:, -1:].copy_(rows[2, :, -1:])
+    torch.sub(rows[1], rows[0], out=odd)
+    odd -= rows[2]
+    return xp.view(b, h + 2, w + 2, c)[:, 1:-1, 1:-1].contiguous()
+
+
+def _winograd_output(m: torch.Tensor, b: int, h: int, w: int) -> torch.Tensor:
+    """(9, B*H/4*W/4, O) -> (B, H/2, W/2, O): A^T m A for every tile, A^T = [[1, 1, 0], [0, 1, 1]]."""
+    o = m.shape[-1]
+    th, tw = _tiles(h, w)
+    mv = m.view(3, 3, b, th, tw, o)
+    rows = torch.empty(2, 3, b, th, tw, o, dtype=m.dtype, device=m.device)
+    torch.add(mv[0], mv[1], out=rows[0])
+    torch.add(mv[1], mv[2], out=rows[1])
+    y = torch.empty(b, th, 2, tw, 2, o, dtype=m.dtype, device=m.device)
+    yv = y.permute(2, 4, 0, 1, 3, 5)  # (r, c, b, t, t', o)
+    torch.add(rows[:, 0], rows[:, 1], out=yv[:, 0])
+    torch.add(rows[:, 1], rows[:, 2], out=yv[:, 1])
+    return y.view(b, h // 2, w // 2, o)
+
+
+def _winograd_output_adjoint(gh: torch.Tensor) -> torch.Tensor:
+    """The adjoint of `_winograd_output`: (B, H/2, W/2, O) -> (9, B*H/4*W/4, O)."""
+    b, hl, wl, o = gh.shape
+    th, tw = hl // 2, wl // 2
+    yv = gh.view(b, th, 2, tw, 2, o).permute(2, 4, 0, 1, 3, 5)  # (r, c, b, t, t', o)
+    rows = torch.empty(2, 3, b, th, tw, o, dtype=gh.dtype, device=gh.device)
+    rows[:, 0].copy_(yv[:, 0])
+    torch.add(yv[:, 0], yv[:, 1], out=rows[:, 1])
+    rows[:, 2].copy_(yv[:, 1])
+    m = torch.empty(3, 3, b, th, tw, o, dtype=gh.dtype, device=gh.device)
+    m[0].copy_(rows[0])
+    torch.add(rows[0], rows[1], out=m[1])
+    m[2].copy_(rows[1])
+    return m.view(9, b * th * tw, o)
+
+
+def _winograd_kernel(weight: torch.Tensor) -> torch.Tensor:
+    """A convolution's (O, C, 4, 4) weight -> (9, 4C, O): G g G^T per tap pair, G = [[1, 0], [1, 1], [0, 1]]."""
+    o, c = weight.shape[:2]
+    g = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]], dtype=weight.dtype, device=weight.device)
+    return torch.einsum("xa,yb,ocapbq->xypqco", g, g, weight.view(o, c, 2, 2, 2, 2)).reshape(9, 4 * c, o)
+
+
+def _winograd_kernel_adjoint(dv: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """The adjoint of `_winograd_kernel`: (9, 4C, O) -> an (O, C, 4, 4) weight gradient."""
+    o, c = shape[:2]
+    g = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]], dtype=dv.dtype, device=dv.device)
+    return torch.einsum("xa,yb,xypqco->ocapbq", g, g, dv.view(3, 3, 2, 2, c, o)).reshape(shape)
+
+
+class _WinogradConvS2(torch.autograd.Function):
+    """y = conv2d(x, w, stride=2, padding=1) for 4x4 kernels by Winograd F(2x2, 2x2); x and y channels_last."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        xh = _nhwc(x)
+        u, v = _winograd_input(xh), _winograd_kernel(weight)
+        ctx.save_for_backward(u if ctx.needs_input_grad[1] else None, v)
+        ctx.shapes = xh.shape[:3], weight.shape
+        return _nchw_view(_winograd_output(torch.bmm(u, v), *xh.shape[:3]))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:  # type: ignore[override]
+        u, v = ctx.saved_tensors
+        (b, h, w), shape = ctx.shapes
+        dm = _winograd_output_adjoint(_nhwc(grad))
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _nchw_view(_winograd_input_adjoint(torch.bmm(dm, v.transpose(1, 2)), b, h, w))
+        if ctx.needs_input_grad[1]:
+            grad_w = _winograd_kernel_adjoint(torch.bmm(u.transpose(1, 2), dm), shape)
+        return grad_x, grad_w
+
+
+class _WinogradConvTransposeS2(torch.autograd.Function):
+    """y = conv_transpose2d(x, w, stride=2, padding=1) for 4x4 kernels by Winograd F(2x2, 2x2): the adjoint of
+    `_WinogradConvS2` with w, a (C_in, C_out, 4, 4) weight, read as a convolution's (O, C, 4, 4)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        xh = _nhwc(x)
+        b, hl, wl, _ = xh.shape
+        m, v = _winograd_output_adjoint(xh), _winograd_kernel(weight)
+        ctx.save_for_backward(m if ctx.needs_input_grad[1] else None, v)
+        ctx.shapes = (b, 2 * hl, 2 * wl), weight.shape
+        return _nchw_view(_winograd_input_adjoint(torch.bmm(m, v.transpose(1, 2)), b, 2 * hl, 2 * wl))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:  # type: ignore[override]
+        m, v = ctx.saved_tensors
+        (b, h, w), shape = ctx.shapes
+        u = _winograd_input(_nhwc(grad))
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _nchw_view(_winograd_output(torch.bmm(u, v), b, h, w))
+        if ctx.needs_input_grad[1]:
+            grad_w = _winograd_kernel_adjoint(torch.bmm(u.transpose(1, 2), m), shape)
+        return grad_x, grad_w
+
+
 # ------------------------------------------------------------------------ when to take the GEMM path
 #: A stride-2 layer takes the GEMM path when its low-resolution side is at most this many pixels a side, per
 #: compute dtype. Measured with `benchmarks/conv_layers.py` at 32x32 and 64x64: in bf16 (AMX) oneDNN is 1.1-3x
@@ -189,7 +349,20 @@ class _ConvTransposeS2(torch.autograd.Function):
 MAX_GEMM_SIDE: dict[torch.dtype, int] = {torch.bfloat16: 8, torch.float16: 8, torch.float32: 4}
 
 
-def _gemm_applies(module: nn.Conv2d | nn.ConvTranspose2d, x: torch.Tensor) -> bool:
+#: A stride-2 layer whose low-resolution side is larger than `MAX_GEMM_SIDE` takes the Winograd path when that
+#: side is at most this many pixels and both of its channel counts are at least `MIN_WINOGRAD_CHANNELS`, per
+#: compute dtype; fp32 only (in bf16 its additions would round the transformed tiles). Its transforms are memory
+#: passes over tensors 2.25x the size of the layer's input, so it pays only where the products dominate: on the
+#: 2-core Xeon without AMX (`benchmarks/conv_layers.py --precision fp32`) it beat torch's kernels by 10-27% on the
+#: paper's 64x64 layers with 8x8 and 16x16 maps (G's 256->128 and 128->64, D's 128->256), tied at 32x32 maps, and
+#: lost by 5-10% on the 64-wide 32x32 model's 128->64 and 64->128 layers. Whole 64x64 steps (ngf = ndf = 64,
+#: batch 128): 2.24 s with these limits, 2.40 s with a 32 limit, 2.44 s without Winograd (docs/speed.md).
+MAX_WINOGRAD_SIDE: dict[torch.dtype, int] = {torch.float32: 16}
+MIN_WINOGRAD_CHANNELS = 128
+
+
+def _path(module: nn.Conv2d | nn.ConvTranspose2d, x: torch.Tensor) -> str | None:
+    """ "gemm", "winograd" or None (torch's own kernel) for this layer on this input."""
     if not (
         _gemm_enabled()
         and x.device.type == "cpu"
@@ -203,17 +376,27 @@ def _gemm_applies(module: nn.Conv2d | nn.ConvTranspose2d, x: torch.Tensor) -> bo
         and not torch.compiler.is_compiling()
         and not torch.onnx.is_in_onnx_export()
     ):
-        return False
+        return None
     transposed = isinstance(module, nn.ConvTranspose2d)
     if transposed and module.output_padding != (0, 0):
-        return False
+        return None
     h, w = x.shape[2], x.shape[3]
     if module.stride == (1, 1) and module.padding == (0, 0):  # G's 1x1 -> 4x4 input layer or D's 4x4 -> 1x1 head
-        return (h, w) == ((1, 1) if transposed else (4, 4))
-    if module.stride == (2, 2) and module.padding == (1, 1):
-        low = (h, w) if transposed else (h // 2, w // 2)
-        return h % 2 == 0 and w % 2 == 0 and max(low) <= MAX_GEMM_SIDE.get(_compute_dtype(x), 8)
-    return False
+        return "gemm" if (h, w) == ((1, 1) if transposed else (4, 4)) else None
+    if module.stride != (2, 2) or module.padding != (1, 1) or h % 2 or w % 2:
+        return None
+    dtype = _compute_dtype(x)
+    low = max((h, w) if transposed else (h // 2, w // 2))
+    if low <= MAX_GEMM_SIDE.get(dtype, 8):
+        return "gemm"
+    whole_tiles = transposed or (h % 4, w % 4) == (0, 0)  # 2x2 output tiles cover the low-resolution side
+    if (
+        whole_tiles
+        and low <= MAX_WINOGRAD_SIDE.get(dtype, 0)
+        and min(module.in_channels, module.out_channels) >= MIN_WINOGRAD_CHANNELS
+    ):
+        return "winograd"
+    return None
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -229,13 +412,14 @@ class Conv2d(nn.Conv2d):
     """`nn.Conv2d` that runs DCGAN's 4x4 layers as matrix products on the CPU (see the module docstring)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not _gemm_applies(self, x):
+        path = _path(self, x)
+        if path is None:
             return super().forward(x)
         dtype = _compute_dtype(x)
         with torch.autocast("cpu", enabled=False):
             x, weight = x.to(dtype), self.weight.to(dtype)
             if self.stride == (2, 2):
-                y = _ConvS2.apply(x, weight)
+                y = (_WinogradConvS2 if path == "winograd" else _ConvS2).apply(x, weight)
             else:  # a 4x4 map to 1x1: each image is one row of 16*C features
                 y = (_nhwc(x).flatten(1) @ _matrix(weight).t()).view(x.shape[0], -1, 1, 1)
             return _add_bias(y, self.bias)
@@ -245,13 +429,14 @@ class ConvTranspose2d(nn.ConvTranspose2d):
     """`nn.ConvTranspose2d` that runs DCGAN's 4x4 layers as matrix products on the CPU."""
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
-        if output_size is not None or not _gemm_applies(self, x):
+        path = None if output_size is not None else _path(self, x)
+        if path is None:
             return super().forward(x, output_size)
         dtype = _compute_dtype(x)
         with torch.autocast("cpu", enabled=False):
             x, weight = x.to(dtype), self.weight.to(dtype)
             if self.stride == (2, 2):
-                y = _ConvTransposeS2.apply(x, weight)
+                y = (_WinogradConvTransposeS2 if path == "winograd" else _ConvTransposeS2).apply(x, weight)
             else:  # a 1x1 input to 4x4: z times a (C_in, 4*4*C_out) matrix
                 rows = x.reshape(x.shape[0], -1) @ _matrix(weight)
                 y = _nchw_view(rows.view(x.shape[0], 4, 4, weight.shape[1]))

@@ -98,8 +98,8 @@ def test_the_defaults_sample_exactly_as_before_and_every_fp32_plan_to_1e_5(monke
         lambda m, args: layouts.append(not m.weight.is_contiguous())  # channels_last weights: not contiguous
     )
     gemm_used: list[bool] = []
-    applies = dcgan.gemm_conv._gemm_applies
-    monkeypatch.setattr(dcgan.gemm_conv, "_gemm_applies", lambda m, x: gemm_used.append(applies(m, x)) or applies(m, x))
+    path = dcgan.gemm_conv._path
+    monkeypatch.setattr(dcgan.gemm_conv, "_path", lambda m, x: gemm_used.append(path(m, x) is not None) or path(m, x))
     fp32 = inference_candidates(CPU, {"precision": "fp32"})
     assert len(fp32) == 4
     for plan in fp32:

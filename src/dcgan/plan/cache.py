@@ -1,4 +1,5 @@
-"""Measurements on disk, keyed by what makes them valid: the machine, the torch version, the device and the shape."""
+"""Measurements on disk, keyed by what makes them valid: the machine, the torch version, dcgan's kernels, the device
+and the shape."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 
 import torch
 
+from dcgan import gemm_conv
 from dcgan.data.cache import cache_dir
 from dcgan.errors import ConfigError
 from dcgan.plan.plans import ExecutionPlan, InferenceShape, ModelShape
@@ -60,7 +62,14 @@ class PlanCache:
 
     @staticmethod
     def key(shape: ModelShape | InferenceShape, device: torch.device) -> dict[str, Any]:
-        return {"machine": machine(device), "torch": torch.__version__, "device": device.type, "shape": shape.__dict__}
+        """Also keyed on `gemm_conv.KERNELS`: a new version of dcgan's own convolution path is measured again."""
+        return {
+            "machine": machine(device),
+            "torch": torch.__version__,
+            "kernels": gemm_conv.KERNELS,
+            "device": device.type,
+            "shape": shape.__dict__,
+        }
 
     def find(self, key: dict[str, Any], plans: Sequence[ExecutionPlan]) -> Measurement | None:
         """The newest measurement under `key` that covers `plans`, if any."""
