@@ -1,11 +1,13 @@
-"""Where a DCGAN training step's convolution time goes, layer by layer: torch's kernels against dcgan's GEMM path.
+"""Where a DCGAN training step's convolution time goes, layer by layer: torch's kernels against dcgan's own paths.
 
 For every conv layer of G and D (batch 128, ngf = ndf = 64, channels_last; bf16 autocast or fp32) this times
-one forward + backward (input and weight gradients) with torch's own kernel (oneDNN on CPUs) and with
-`dcgan.gemm_conv`'s matrix-product path (forced on every layer, whatever its map size, so that both columns are
-measured), interleaved and best of `--repeats`, and sets the achieved rate of the path dcgan uses against a
-plain matrix product of the same precision measured in the same run. `dcgan.gemm_conv`'s per-precision map
-limits (`MAX_GEMM_SIDE`) are chosen from this table.
+one forward + backward (input and weight gradients) with torch's own kernel (oneDNN on CPUs), with
+`dcgan.gemm_conv`'s matrix-product path and with its Winograd F(2x2, 2x2) path (each forced on every layer it can
+take, whatever its map size, so that every column is measured; the stride-1 layers at the ends have no Winograd
+form and run their matrix product in that column), interleaved and best of `--repeats`, and sets the achieved
+rate of the path dcgan uses (counted in the direct convolution's FLOPs) against a plain matrix product of the same
+precision measured in the same run. `dcgan.gemm_conv`'s per-precision limits (`MAX_GEMM_SIDE`,
+`MAX_WINOGRAD_SIDE`, `MIN_WINOGRAD_CHANNELS`) are chosen from this table.
 
     python benchmarks/conv_layers.py                  # 64x64, the paper's setup, bf16
     python benchmarks/conv_layers.py --precision fp32 # the CPUs without AMX or AVX-512-bf16
@@ -141,7 +143,8 @@ def main() -> None:
         total_flops += flops
         rate = flops / seconds[used]
         times = " | ".join(f"{seconds[mode] * 1e3:.0f}" for mode in MODES)
-        print(f"| {name} | {flops / 3e9:.2f} | {times} | {used} | {rate / 1e12:.2f} | {rate / peak:.0%} |")
+        label = {"torch": "torch", "gemm": "GEMM", "winograd": "Winograd"}[used]
+        print(f"| {name} | {flops / 3e9:.2f} | {times} | {label} | {rate / 1e12:.2f} | {rate / peak:.0%} |")
     rate = total_flops / totals["used"]
     times = " | ".join(f"{totals[mode] * 1e3:.0f}" for mode in MODES)
     print(

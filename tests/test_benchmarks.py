@@ -71,6 +71,7 @@ def test_conv_layers_prints_its_table() -> None:
         capture_output=True, text=True, check=True, timeout=300,
     )  # fmt: skip
     lines = out.stdout.splitlines()
+    assert any(line.startswith("| layer |") and "| Winograd ms |" in line for line in lines), out.stdout
     assert any(line.startswith("| G.blocks[0]") and "| GEMM |" in line for line in lines)
     assert any(line.startswith("| all layers") for line in lines), out.stdout
 

@@ -353,10 +353,11 @@ MAX_GEMM_SIDE: dict[torch.dtype, int] = {torch.bfloat16: 8, torch.float16: 8, to
 #: side is at most this many pixels and both of its channel counts are at least `MIN_WINOGRAD_CHANNELS`, per
 #: compute dtype; fp32 only (in bf16 its additions would round the transformed tiles). Its transforms are memory
 #: passes over tensors 2.25x the size of the layer's input, so it pays only where the products dominate: on the
-#: 2-core Xeon without AMX (`benchmarks/conv_layers.py --precision fp32`) it beat torch's kernels by 10-27% on the
-#: paper's 64x64 layers with 8x8 and 16x16 maps (G's 256->128 and 128->64, D's 128->256), tied at 32x32 maps, and
-#: lost by 5-10% on the 64-wide 32x32 model's 128->64 and 64->128 layers. Whole 64x64 steps (ngf = ndf = 64,
-#: batch 128): 2.24 s with these limits, 2.40 s with a 32 limit, 2.44 s without Winograd (docs/speed.md).
+#: 2-core Xeon without AMX (`benchmarks/conv_layers.py --precision fp32`) it beat torch's kernels by 11-37% on the
+#: paper's 64x64 G 256->128 and D 128->256 (8x8 and 16x16 maps) in two runs, swung between +12% and -14% on
+#: G's 128->64, tied or lost at 32x32 maps, and lost by 5-10% on the 64-wide 32x32 model's 128->64 and 64->128.
+#: Whole 64x64 steps (ngf = ndf = 64, batch 128): 2.24 s with these limits, 2.40 s with a 32 limit, 2.44 s
+#: without Winograd (docs/speed.md).
 MAX_WINOGRAD_SIDE: dict[torch.dtype, int] = {torch.float32: 16}
 MIN_WINOGRAD_CHANNELS = 128
 

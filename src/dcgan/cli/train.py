@@ -30,7 +30,7 @@ CONFIG_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
     "--prior": ("prior", {"choices": PRIORS, "help": "latent prior (paper: uniform)"}),
     "--conditioning": (
         "conditioning",
-        {"choices": CONDITIONINGS[1:], "help": "with --conditional: how G and D take the label (default concat)"},
+        {"choices": CONDITIONINGS[1:], "help": "with --conditional: how G and D take the label (default acgan)"},
     ),
     "--labels-from-name": (
         "labels_from_name",
