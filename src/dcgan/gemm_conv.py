@@ -287,6 +287,12 @@ def _winograd_kernel_adjoint(dv: torch.Tensor, shape: torch.Size) -> torch.Tenso
     return torch.einsum("xa,yb,xypqco->ocapbq", g, g, dv.view(3, 3, 2, 2, c, o)).reshape(shape)
 
 
+def _winograd_weight_grad(u: torch.Tensor, m: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """The (O, C, 4, 4) weight gradient from the transformed high-resolution side u, (9, T, 4C), and the
+    transformed low-resolution gradient or input m, (9, T, O): one product per tile position, summed over tiles."""
+    return _winograd_kernel_adjoint(torch.bmm(u.transpose(1, 2), m), shape)
+
+
 class _WinogradConvS2(torch.autograd.Function):
     """y = conv2d(x, w, stride=2, padding=1) for 4x4 kernels by Winograd F(2x2, 2x2); x and y channels_last."""
 
@@ -307,7 +313,7 @@ class _WinogradConvS2(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = _nchw_view(_winograd_input_adjoint(torch.bmm(dm, v.transpose(1, 2)), b, h, w))
         if ctx.needs_input_grad[1]:
-            grad_w = _winograd_kernel_adjoint(torch.bmm(u.transpose(1, 2), dm), shape)
+            grad_w = _winograd_weight_grad(u, dm, shape)
         return grad_x, grad_w
 
 
@@ -333,7 +339,7 @@ class _WinogradConvTransposeS2(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = _nchw_view(_winograd_output(torch.bmm(u, v), b, h, w))
         if ctx.needs_input_grad[1]:
-            grad_w = _winograd_kernel_adjoint(torch.bmm(u.transpose(1, 2), m), shape)
+            grad_w = _winograd_weight_grad(u, m, shape)
         return grad_x, grad_w
 
 
