@@ -18,6 +18,7 @@ import dcgan.plan.load
 import dcgan.plan.select
 import dcgan.plan.timing
 from dcgan import checkpoint as ckpt
+from dcgan import gemm_conv
 from dcgan.config import TrainConfig
 from dcgan.errors import ConfigError
 from dcgan.plan import (
@@ -196,7 +197,7 @@ def test_a_real_measurement_leaves_the_process_as_it_was() -> None:
 
 
 # ------------------------------------------------------------------------------------------- the cache
-def test_the_cache_is_keyed_by_shape_torch_version_and_machine(
+def test_the_cache_is_keyed_by_shape_torch_version_kernels_and_machine(
     measured: list[object], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first = select_plan(SHAPE, CPU)
@@ -212,9 +213,12 @@ def test_the_cache_is_keyed_by_shape_torch_version_and_machine(
     monkeypatch.setattr(dcgan.plan.cache, "machine", lambda device: {"cpu": "another"})
     select_plan(SHAPE, CPU)
     assert len(measured) == 4, "another machine is measured"
+    monkeypatch.setattr(gemm_conv, "KERNELS", gemm_conv.KERNELS + 1)
+    select_plan(SHAPE, CPU)
+    assert len(measured) == 5, "a plan measured with an older version of dcgan's kernels is measured again"
     monkeypatch.setenv("DCGAN_RETUNE", "1")
     select_plan(SHAPE, CPU)
-    assert len(measured) == 5, "DCGAN_RETUNE=1 measures again"
+    assert len(measured) == 6, "DCGAN_RETUNE=1 measures again"
 
 
 def test_a_corrupt_cache_warns_and_is_measured_over(measured: list[object], tmp_path: Path) -> None:
