@@ -18,6 +18,7 @@ LAYERS = [
     ("t", 10, 16, 1, 1, 0),  # G's input layer, 1x1 -> 4x4
     ("t", 16, 8, 4, 2, 1),  # G, 4x4 -> 8x8 (GEMM + col2im)
     ("t", 16, 8, 8, 2, 1),  # G, 8x8 -> 16x16 (sub-pixel product)
+    ("t", 16, 1, 8, 2, 1),  # G's last layer to one image channel, 8x8 -> 16x16 (GEMM + col2im: few outputs)
     ("c", 8, 16, 16, 2, 1),  # D, 16x16 -> 8x8
     ("c", 3, 8, 8, 2, 1),  # D, 8x8 -> 4x4, with a bias (D's input layer has no batchnorm)
     ("c", 16, 1, 4, 1, 0),  # D's head, 4x4 -> 1x1
@@ -51,7 +52,7 @@ def _run(module: nn.Module, x: torch.Tensor, grad: torch.Tensor | None, bf16: bo
 def gemm_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """Records which GEMM-path and Winograd autograd functions ran."""
     calls: list[str] = []
-    for name in ("_ConvS2", "_ConvTransposeS2", "_WinogradConvS2", "_WinogradConvTransposeS2"):
+    for name in ("_ConvS2", "_ConvTransposeS2", "_WinogradConvS2", "_WinogradConvTransposeS2", "_ImageConvS2"):
         fn = getattr(gemm_conv, name)
         monkeypatch.setattr(fn, "apply", lambda *a, _f=fn.apply, _n=name: calls.append(_n) or _f(*a))
     yield calls
@@ -83,6 +84,7 @@ def _force(monkeypatch: pytest.MonkeyPatch, path: str) -> None:
     monkeypatch.setitem(gemm_conv.MAX_GEMM_SIDE, torch.float32, 8 if path == "gemm" else 0)
     monkeypatch.setitem(gemm_conv.MAX_WINOGRAD_SIDE, torch.float32, 64)
     monkeypatch.setattr(gemm_conv, "MIN_WINOGRAD_CHANNELS", 1)
+    monkeypatch.setattr(gemm_conv, "IMAGE_CHANNELS", 0)  # no image-side rule ahead of Winograd's
 
 
 @pytest.mark.parametrize("layer", LAYERS, ids=lambda x: f"{x[0]}{x[1]}-{x[2]}@{x[3]}")
@@ -178,6 +180,35 @@ def test_takes_the_winograd_path_on_larger_maps_in_fp32(gemm_calls: list[str]) -
     gemm_calls.clear()
     conv(torch.randn(1, wide, 4 * limit, 4 * limit))  # output above the limit: torch's kernel
     assert gemm_calls == []
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_image_side_layers_in_fp32(channels: int, gemm_calls: list[str], torch_kernel_calls: list[str]) -> None:
+    """Above `MAX_GEMM_SIDE`, G's last layer (to a few image channels) takes the GEMM path, and D's first takes
+    torch's forward with the GEMM path's input gradient when that gradient is needed (G's step) and torch's kernels
+    when it is not (D's step); each gives torch's outputs and gradients."""
+    torch.manual_seed(0)
+    last = _pair("t", 16, channels, 2, 1, False)
+    first = _pair("c", channels, 16, 2, 1, False)
+    x_last, x_first = torch.randn(3, 16, 16, 16), torch.randn(3, channels, 32, 32)
+    for (reference, ours), x in ((last, x_last), (first, x_first)):
+        expected = _run(reference, x, None, False)
+        for a, b in zip(expected, _run(ours, x, None, False), strict=True):
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+        reference.requires_grad_(False)  # G's step: D frozen, only the input's gradient
+        ours.requires_grad_(False)
+        expected = _run(reference, x, None, False)
+        for a, b in zip(expected, _run(ours, x, None, False), strict=True):
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    assert gemm_calls == ["_ConvTransposeS2", "_ConvTransposeS2", "_ImageConvS2", "_ImageConvS2"]
+    torch_kernel_calls.clear()
+    first[1].requires_grad_(True)
+    first[1](x_first).sum().backward()  # D's step: the input needs no gradient
+    with torch.autocast("cpu", torch.bfloat16):  # measured in fp32 only
+        last[1](x_last)
+        first[1](x_first.requires_grad_(True))
+    assert gemm_calls == ["_ConvTransposeS2", "_ConvTransposeS2", "_ImageConvS2", "_ImageConvS2"]
+    assert torch_kernel_calls == ["conv2d", "conv_transpose2d", "conv2d"]
 
 
 @pytest.mark.parametrize("path", ["gemm", "winograd"])

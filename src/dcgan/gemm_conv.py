@@ -30,10 +30,12 @@ from contextvars import ContextVar
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.grad import conv2d_weight
 
 #: What the path computes with, part of the execution-plan cache's key (`dcgan.plan.cache`): a plan measured
-#: with an older version is measured again. 1: GEMM and sub-pixel products; 2: Winograd F(2x2, 2x2) added.
-KERNELS = 2
+#: with an older version is measured again. 1: GEMM and sub-pixel products; 2: Winograd F(2x2, 2x2) added; 3: the
+#: image-side layers (`IMAGE_CHANNELS`) off torch's kernels in fp32.
+KERNELS = 3
 
 _enabled = True
 #: The calling thread's choice (None: the process-wide switch).
@@ -119,6 +121,10 @@ def _strided_product(cols: torch.Tensor, weight: torch.Tensor, b: int, h: int, w
     return (cols @ _matrix(weight).t()).view(b, h // 2, w // 2, -1)
 
 
+#: `_subpixel_product` takes GEMM + col2im when the output has at most 1/this of the input's channels.
+FEW_OUTPUT_CHANNELS = 8
+
+
 def _subpixel_product(xh: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """conv_transpose2d(x, weight, stride=2, padding=1) for (B, H, W, C) x and a (C, O, 4, 4) weight.
 
@@ -127,10 +133,13 @@ def _subpixel_product(xh: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     of the input's 2x2 windows (B*(H+1)*(W+1), 4C) with a (4C, 4O) rearranged kernel, followed by an
     interleave of the phases. Unlike GEMM + col2im this needs no scatter-add, but it computes the (H+1)x(W+1)
     window grid for an HxW input: at 4x4 inputs that is 56% more work than needed, and GEMM + col2im wins there.
+    GEMM + col2im also wins where the output has far fewer channels than the input (G's last layer to the image,
+    D's first layer's input gradient): the windows gathered here are 4C wide for each 4O-wide row of products,
+    and gathering 4 x 32 channels to make 4 one-channel outputs took 3/4 of such a layer's time.
     """
     b, h, w, c = xh.shape
     o = weight.shape[1]
-    if h * w <= 16:
+    if h * w <= 16 or o * FEW_OUTPUT_CHANNELS <= c:
         return _col2im(xh.reshape(b * h * w, c) @ _matrix(weight), b, 2 * h, 2 * w)
     xp = F.pad(xh, (0, 0, 1, 1, 1, 1))
     s = xp.stride()
@@ -183,6 +192,27 @@ class _ConvTransposeS2(torch.autograd.Function):
             grad_x = _nchw_view(_strided_product(cols, weight, *gh.shape[:3]))
         if ctx.needs_input_grad[1]:
             grad_w = _kernel(xh.reshape(-1, weight.shape[0]).t() @ cols, weight.shape)
+        return grad_x, grad_w
+
+
+class _ImageConvS2(torch.autograd.Function):
+    """D's first layer (a few image channels in) when its input needs a gradient (G's step): torch's kernel for the
+    forward pass and the weight gradient, where oneDNN is fast, and the GEMM path's sub-pixel product (GEMM +
+    col2im, see `_subpixel_product`) for the input gradient, which oneDNN computes 2-3x slower."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x if ctx.needs_input_grad[1] else None, weight)
+        return F.conv2d(x, weight, stride=2, padding=1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _nchw_view(_subpixel_product(_nhwc(grad), weight))
+        if ctx.needs_input_grad[1]:
+            grad_w = conv2d_weight(x, weight.shape, grad, stride=2, padding=1)
         return grad_x, grad_w
 
 
@@ -368,8 +398,19 @@ MAX_WINOGRAD_SIDE: dict[torch.dtype, int] = {torch.float32: 16}
 MIN_WINOGRAD_CHANNELS = 128
 
 
+#: A layer with at most this many channels on one side is an image-side layer (D's first, G's last): in fp32 G's
+#: last layer takes the GEMM path (GEMM + col2im) at any size, and D's first takes `_ImageConvS2` when its input
+#: needs a gradient. oneDNN's kernels for a few channels are far below its rate elsewhere: on the 2-core Xeon
+#: without AMX (fwd + both gradients, batch 128) G's 32->1 at 16x16 took 12.4 ms against the GEMM path's 8.0 (its
+#: forward pass 9.8 against 3.4) and 64->3 at 32x32 62.6 against 58.6 (forward 43.9 against 24.8); D's 1->32 at
+#: 32x32 took 11.3 ms for the forward pass and input gradient against 6.7, 3->64 at 64x64 58.6 against 45.4,
+#: while its forward pass and weight gradient alone (D's step, whose input needs no gradient) are faster with
+#: oneDNN (2.8 against 4.8 ms, 20.7 against 29.0).
+IMAGE_CHANNELS = 4
+
+
 def _path(module: nn.Conv2d | nn.ConvTranspose2d, x: torch.Tensor) -> str | None:
-    """ "gemm", "winograd" or None (torch's own kernel) for this layer on this input."""
+    """ "gemm", "winograd", "image" (`_ImageConvS2`) or None (torch's own kernel) for this layer on this input."""
     if not (
         _gemm_enabled()
         and x.device.type == "cpu"
@@ -396,6 +437,10 @@ def _path(module: nn.Conv2d | nn.ConvTranspose2d, x: torch.Tensor) -> str | None
     low = max((h, w) if transposed else (h // 2, w // 2))
     if low <= MAX_GEMM_SIDE.get(dtype, 8):
         return "gemm"
+    if dtype == torch.float32 and transposed and module.out_channels <= IMAGE_CHANNELS:
+        return "gemm"
+    if dtype == torch.float32 and not transposed and module.in_channels <= IMAGE_CHANNELS:
+        return "image" if x.requires_grad and torch.is_grad_enabled() else None
     whole_tiles = transposed or (h % 4, w % 4) == (0, 0)  # 2x2 output tiles cover the low-resolution side
     if (
         whole_tiles
@@ -426,7 +471,8 @@ class Conv2d(nn.Conv2d):
         with torch.autocast("cpu", enabled=False):
             x, weight = x.to(dtype), self.weight.to(dtype)
             if self.stride == (2, 2):
-                y = (_WinogradConvS2 if path == "winograd" else _ConvS2).apply(x, weight)
+                kernel = {"winograd": _WinogradConvS2, "image": _ImageConvS2}.get(path, _ConvS2)
+                y = kernel.apply(x, weight)
             else:  # a 4x4 map to 1x1: each image is one row of 16*C features
                 y = (_nhwc(x).flatten(1) @ _matrix(weight).t()).view(x.shape[0], -1, 1, 1)
             return _add_bias(y, self.bias)
