@@ -199,7 +199,11 @@ def test_the_label_changes_the_image_and_the_logit(conditioning: str) -> None:
     same = images[:1].expand(3, -1, -1, -1)
     logits = d(same, torch.arange(3))
     if conditioning == "acgan":  # D judges the image alone, and names its class with the other head
-        assert logits.unique().numel() == 1 and d(same, torch.arange(3), classes=True)[0, 1:].unique().numel() == 3
+        # To rounding: the rows of one matrix product may round differently (a kernel's tail rows), so equal images
+        # in one batch can differ in the last bits (they do here when D's first layer, whose input needs a gradient,
+        # runs `dcgan.gemm_conv`'s image-side path), while a label that reached the logit would move it by far more.
+        torch.testing.assert_close(logits, logits[:1].expand_as(logits), rtol=1e-5, atol=0)
+        assert d(same, torch.arange(3), classes=True)[0, 1:].unique().numel() == 3
     else:
         assert logits.unique().numel() == 3, "D judges the same image differently as each class"
 
