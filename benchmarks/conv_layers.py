@@ -63,7 +63,7 @@ def conv_flops(module: nn.Module, shape: tuple[int, ...]) -> float:
     return float(counter.get_total_flops())
 
 
-#: The three ways a layer can run, and the path limits that force each on every layer it can take.
+#: The ways a layer can run (the first three forced on every layer they can take, then dcgan's own rule).
 MODES = ("torch", "gemm", "winograd", "rule")
 
 
