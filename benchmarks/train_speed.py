@@ -126,9 +126,12 @@ def dcgan_stepper(
     from dcgan.data import ImageData
     from dcgan.train import Trainer
 
+    # ngf = ndf = 64, the tutorial's networks, so images/s compare the same work (dcgan's default D is half as
+    # wide at 64x64: less work, a different model, measured for quality in quality_vs_time.py)
     config = build_config(
-        None, data="bench", image_size=size, precision=precision, channels_last=channels_last, compile=compile,
-        gemm_conv=gemm_conv, steps=10**6, log_every=10**6, sample_every=10**6, checkpoint_every=10**6,
+        None, data="bench", image_size=size, ngf=64, ndf=64, precision=precision, channels_last=channels_last,
+        compile=compile, gemm_conv=gemm_conv, steps=10**6, log_every=10**6, sample_every=10**6,
+        checkpoint_every=10**6,
     )  # fmt: skip
     data = ImageData(images, None, "bench", "train", "synthetic")
     trainer = Trainer(config, tempfile.mkdtemp(prefix="dcgan-bench-"), data=data, progress=False)
@@ -225,8 +228,9 @@ def data_rate(size: int, steps: int = 50) -> float:
     from dcgan.train import Trainer
 
     config = build_config(
-        None, data="bench", image_size=size, steps=10**6, precision="fp32", channels_last=True, gemm_conv=True
-    )
+        None, data="bench", image_size=size, ngf=64, ndf=64, steps=10**6, precision="fp32", channels_last=True,
+        gemm_conv=True,
+    )  # fmt: skip
     trainer = Trainer(config, tempfile.mkdtemp(prefix="dcgan-bench-"), data=ImageData(images, None, "b", "train", "s"))
     start = time.perf_counter()
     for i in range(steps):
@@ -298,8 +302,9 @@ def end_to_end(folder: Path, work: Path) -> list[list[str]]:
     env = {**os.environ, "DCGAN_CACHE": str(cache)}
 
     def dcgan(name: str) -> list[str]:
+        # --paper: D as wide as G, the reference's networks, so the wall-clocks compare the same work
         return [sys.executable, "-m", "dcgan", "train", "--data", str(folder), "--image-size", "64", "--epochs", "1",
-                "--out", str(work / name)]  # fmt: skip
+                "--paper", "--out", str(work / name)]  # fmt: skip
 
     print(f"end to end, one epoch of {folder} ({len(files):,} images), each timed from its launch to its last "
           f"checkpoint:\n  {' '.join(reference)}\n  DCGAN_CACHE={cache} {' '.join(dcgan('dcgan-cold'))}\n"

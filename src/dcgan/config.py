@@ -35,7 +35,11 @@ class TrainConfig:
     channels: int | None = None  # None: the data set's own (1 for digits, 3 for photos)
     nz: int = 100
     ngf: int = 64
-    ndf: int = 64
+    # 0: the default, filled in when the config is made: half of ngf at 64x64 and larger, ngf below. D runs three
+    # times a step (real, fake, G's step), so at G's width it is two thirds of a 64x64 step; at half width a run
+    # takes twice the steps in the same minutes and reached a lower FID on Fashion-MNIST (docs/training.md, "D's
+    # width"). Below 64x64 the presets' figures were measured with D as wide as G and keep it.
+    ndf: int = 0
     prior: str = "uniform"
     # Class-conditional G and D (`dcgan.models`): the data's labels choose what G draws. `conditioning` is how the
     # label enters the models; `labels_from_name` reads a folder's labels from its file names (`dcgan.data.labels`).
@@ -72,6 +76,10 @@ class TrainConfig:
     eval_features: str | None = None  # None: the data set's default extractor
     preset: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.ndf == 0 and isinstance(self.ngf, int) and isinstance(self.image_size, int):
+            self.ndf = max(1, self.ngf // 2) if self.image_size >= 64 else self.ngf
 
     def validate(self) -> TrainConfig:
         """Check every value; raise `ConfigError` naming the first bad one. Returns self for chaining."""

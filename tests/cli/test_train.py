@@ -49,6 +49,33 @@ def test_dry_run_prints_the_plan_and_writes_nothing(
 
 
 @pytest.mark.parametrize(
+    ("flags", "ndf"),
+    [
+        (["--data", "faces", "--image-size", "64"], 32),  # D half G's width at 64x64
+        (["--data", "faces", "--image-size", "128", "--ngf", "48"], 24),
+        (["--data", "faces", "--image-size", "32"], 64),  # below 64x64 D stays as wide as G
+        (["--data", "faces", "--image-size", "64", "--ndf", "40"], 40),  # a given width is kept
+        (["--data", "faces", "--image-size", "64", "--paper"], 64),  # the reference's widths
+        (["--data", "faces", "--image-size", "64", "--ngf", "96", "--paper"], 96),
+        (["--data", "faces", "--image-size", "64", "--ndf", "40", "--paper"], 40),
+        (["--preset", "lsun64"], 128),  # a preset's width is kept
+        (["--preset", "faces64", "--data", "faces"], 32),
+        ([], 16),  # the default job, digits32
+    ],
+)
+def test_d_width_defaults_to_half_gs_at_64x64_unless_given_or_paper(flags: list[str], ndf: int) -> None:
+    assert config_from_args(build_parser().parse_args(["train", *flags])).ndf == ndf
+
+
+def test_paper_cannot_change_a_resumed_runs_widths(tiny_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = _files(tiny_run)
+    assert main(["train", "--out", str(tiny_run), "--resume", "--paper"]) == 2
+    err = capsys.readouterr().err
+    assert "--paper" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert _files(tiny_run) == before
+
+
+@pytest.mark.parametrize(
     ("flags", "message"),
     [(["--image-size", "48"], "power of two"), (["--data", "/no/such/folder"], "neither a data set name")],
 )

@@ -26,7 +26,10 @@ CONFIG_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
     "--channels": ("channels", {"type": int, "choices": [1, 3], "help": "1 or 3 (default: the data's own)"}),
     "--nz": ("nz", {"type": positive_int, "help": "latent size (paper: 100)"}),
     "--ngf": ("ngf", {"type": positive_int, "help": "generator width (default 64)"}),
-    "--ndf": ("ndf", {"type": positive_int, "help": "discriminator width (default 64)"}),
+    "--ndf": (
+        "ndf",
+        {"type": positive_int, "help": "discriminator width (default: half of --ngf at 64x64 and larger, --ngf below)"},
+    ),
     "--prior": ("prior", {"choices": PRIORS, "help": "latent prior (paper: uniform)"}),
     "--conditioning": (
         "conditioning",
@@ -82,12 +85,19 @@ SWITCHES = {
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("train", help="train a DCGAN", description="Train a DCGAN; the defaults are the paper's.")
+    p = sub.add_parser(
+        "train",
+        help="train a DCGAN",
+        description="Train a DCGAN. The weight update is the paper's; at 64x64 and larger D is half G's width unless "
+        "--ndf or --paper says otherwise.",
+    )
     p.add_argument("--preset", help=f"a named setup (see `dcgan presets`; default {DEFAULT_PRESET} without --data)")
     for flag, (_, kwargs) in CONFIG_FLAGS.items():
         p.add_argument(flag, default=None, **kwargs)
     for flag, (_, text) in SWITCHES.items():
         p.add_argument(flag, action="store_true", default=None, help=text)
+    p.add_argument("--paper", action="store_true",
+                   help="the paper's setup as pytorch/examples builds it: D as wide as G (unless --ndf is given)")  # fmt: skip
     p.add_argument("--conditional", action=argparse.BooleanOptionalAction, default=None,
                    help="class-conditional G and D: the data's labels choose what G draws (`dcgan sample --class`)")  # fmt: skip
     add_plan_switches(p)
@@ -126,10 +136,14 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     given["gemm_conv"] = args.gemm_conv
     given["conditional"] = args.conditional
     if args.resume and args.out and RunFolder(args.out).config.exists():
+        if args.paper:
+            raise ConfigError("--paper sets the widths a run starts with; a resumed run keeps its own.")
         config = resume_config(args.out, args.preset, **given)
     else:
         preset = args.preset or (DEFAULT_PRESET if args.data is None else None)
         config = build_config(preset, **given)
+        if args.paper and args.ndf is None:
+            config = build_config(preset, **{**given, "ndf": config.ngf})
     if args.conditioning is not None and not config.conditional:
         raise ConfigError("--conditioning says how a class-conditional model takes its label; add --conditional.")
     return config
