@@ -62,7 +62,9 @@ def test_train_speed_end_to_end_times_both_commands(tmp_path: Path) -> None:
     assert (work / "reference" / "netG_epoch_0.pth").exists() and (work / "dcgan-warm" / "checkpoints").is_dir()
     cached = [p.name for p in (work / "dcgan-cache").iterdir()]
     assert any(name.endswith(".images.npy") for name in cached), "the cold run decoded the folder into its cache"
-    assert "--image-size 64 --epochs 1 --paper" in done.stderr and "--niter 1" in done.stderr, "the commands are printed"
+    assert "--image-size 64 --epochs 1 --paper" in done.stderr and "--niter 1" in done.stderr, (
+        "the commands are printed"
+    )
 
 
 def test_conv_layers_prints_its_table() -> None:
