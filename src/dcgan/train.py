@@ -32,7 +32,7 @@ from dcgan import checkpoint as ckpt
 from dcgan import distributed
 from dcgan import run as runs
 from dcgan.config import TrainConfig
-from dcgan.data import ImageData, load_images
+from dcgan.data import ImageData, load_images, single_channel_if_grey
 from dcgan.data.folder import data_progress, examples
 from dcgan.errors import CheckpointError, ConfigError, DataError
 from dcgan.gemm_conv import use_gemm_conv
@@ -116,11 +116,20 @@ class Trainer:
         if self.device.type == "cpu":
             keep_freed_memory()
 
+        # A resumed run keeps the channels it began with; a new one without --channels trains grey data in one.
+        channels = config.channels or (state.get("channels") if state is not None else None)
         with data_progress(self.progress):  # no listing or decoding bars either with progress off
             self.data = data or load_images(
-                config.data, root=config.data_root, image_size=config.image_size, channels=config.channels,
+                config.data, root=config.data_root, image_size=config.image_size, channels=channels,
                 download=config.download, labels_from_name=config.labels_from_name,
             )  # fmt: skip
+        #: Said at the start of `fit` when grey images decoded to three channels are trained in one.
+        self.grey_note: str | None = None
+        if channels is None and (grey := single_channel_if_grey(self.data)) is not self.data:
+            self.data = grey
+            self.grey_note = (
+                f"Every image of {self.data.source} is grey: training in 1 channel (--channels 3 keeps three)."
+            )
         distributed.check_same_data(self.data.images, self.data.labels, self.dist, self.device)
         self.channels = self.data.channels
         #: The classes a conditional run draws (label i is classes[i]); () for an unconditional run.
@@ -377,6 +386,8 @@ class Trainer:
         last: Path | None = None
         if main:
             print(self.plan_choice, flush=True)
+            if self.grey_note:
+                print(self.grey_note, flush=True)
         with (
             _gemm_conv(self.plan.gemm_conv, then=self._gemm_before),
             TrainingLog(folder, self.step, self.total_steps, writes=main, progress=self.progress) as log,

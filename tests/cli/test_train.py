@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from dcgan.cli import build_parser, main
@@ -153,3 +154,59 @@ def test_resuming_a_conditional_run_unconditionally_is_exit_2_and_writes_nothing
     assert len(err.strip().splitlines()) == 1 and _files(out) == before
     assert main([*base, "--steps", "3", "--resume"]) == 0, "a plain --resume goes on conditionally"
     assert resume_config(out).conditioning == "cbn" and resume_config(out).conditional
+
+
+def _grey_images(folder: Path, n: int = 48) -> Path:
+    """Greyscale PNGs (mode L): a folder decodes them to three equal channels."""
+    rng = np.random.default_rng(1)
+    folder.mkdir(parents=True)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (20, 20), dtype=np.uint8), mode="L").save(folder / f"{i}.png")
+    return folder
+
+
+def _channels(run: Path) -> int:
+    from dcgan.run import RunFolder, read_checkpoint
+
+    return int(read_checkpoint(RunFolder(run).list_checkpoints()[-1])["channels"])
+
+
+def test_a_folder_of_grey_images_trains_in_one_channel(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """G draws what the data holds: grey files train a one-channel model (the dry run says so first), unless
+    --channels 3 asks for three; colour files keep three (the dry-run test above)."""
+    data = _grey_images(tmp_path / "grey")
+    assert main(["train", "--dry-run", "--data", str(data), "--out", str(tmp_path / "dry"), *TINY]) == 0
+    assert "48 images, 1 channel, 16x16" in capsys.readouterr().out
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--out", str(run), "--steps", "2", "--no-progress", *TINY]) == 0
+    assert "is grey: training in 1 channel" in capsys.readouterr().out
+    assert _channels(run) == 1
+    three = tmp_path / "three"
+    flags = ["--steps", "2", "--no-progress", "--channels", "3", *TINY]
+    assert main(["train", "--data", str(data), "--out", str(three), *flags]) == 0
+    assert _channels(three) == 3
+
+
+def test_one_colour_pixel_keeps_three_channels() -> None:
+    from dcgan.data import ImageData, single_channel_if_grey
+
+    images = torch.full((5, 3, 4, 4), 7, dtype=torch.uint8)
+    grey = single_channel_if_grey(ImageData(images, None, "x", "train", "here"))
+    assert grey.images.shape == (5, 1, 4, 4) and bool((grey.images == 7).all())
+    images[4, 2, 3, 3] = 8
+    colour = ImageData(images, None, "x", "train", "here")
+    assert single_channel_if_grey(colour) is colour
+
+
+def test_a_run_begun_in_three_channels_on_grey_images_resumes_in_three(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs begun before grey data trained in one channel (three equal ones then) resume as they began."""
+    data, run = _grey_images(tmp_path / "grey"), tmp_path / "run"
+    with monkeypatch.context() as patched:
+        patched.setattr("dcgan.train.single_channel_if_grey", lambda images: images)
+        assert main(["train", "--data", str(data), "--out", str(run), "--steps", "2", "--no-progress", *TINY]) == 0
+    assert _channels(run) == 3
+    assert main(["train", "--out", str(run), "--resume", "--steps", "4", "--dry-run"]) == 0
+    assert main(["train", "--out", str(run), "--resume", "--steps", "4", "--no-progress"]) == 0
+    assert _channels(run) == 3

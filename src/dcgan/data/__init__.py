@@ -67,6 +67,28 @@ class ImageData:
         return replace(self, images=self.images[index], labels=labels, files=files)
 
 
+#: Images compared at a time when looking for colour (`single_channel_if_grey`), to bound the temporaries.
+GREY_CHUNK = 4096
+
+
+def single_channel_if_grey(data: ImageData) -> ImageData:
+    """`data` in one channel when every image's three channels are equal, else `data` itself.
+
+    A folder decodes to three channels, so greyscale files (Fashion-MNIST written as PNGs, scans, X-rays) become
+    three equal ones. Trained that way, G has to learn to keep its three outputs equal and D can tell G's early
+    samples from the photos by colour alone; a run whose data is grey trains in one channel instead (`dcgan train`
+    with no `--channels`). One colour pixel anywhere keeps all three.
+    """
+    images = data.images
+    if images.ndim != 4 or images.shape[1] != 3:
+        return data
+    for start in range(0, len(images), GREY_CHUNK):
+        chunk = images[start : start + GREY_CHUNK]
+        if not (torch.equal(chunk[:, 0], chunk[:, 1]) and torch.equal(chunk[:, 1], chunk[:, 2])):
+            return data
+    return replace(data, images=images[:, :1].contiguous())
+
+
 def native_channels(name: str) -> int:
     """The channel count a data set has on disk (its registry entry's): 1 for the digit sets, 3 for
     photographs and folders."""
@@ -238,4 +260,12 @@ def _labelled(data: ImageData, entry: DataSet | None, labels_from_name: str | No
     return data
 
 
-__all__ = ["DEBIAN_FASHION_MNIST", "ImageData", "load_images", "native_channels", "registry", "search_roots"]
+__all__ = [
+    "DEBIAN_FASHION_MNIST",
+    "ImageData",
+    "load_images",
+    "native_channels",
+    "registry",
+    "search_roots",
+    "single_channel_if_grey",
+]

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from dcgan.config import TrainConfig
-from dcgan.data import ImageData, load_images, native_channels, registry
+from dcgan.data import ImageData, load_images, native_channels, registry, single_channel_if_grey
 from dcgan.errors import DataError
 from dcgan.gemm_conv import use_gemm_conv
 
@@ -111,7 +111,19 @@ def dry_run(
     from dcgan.train import Trainer, classes_to_draw, step_counts
 
     config.validate()
-    source, images, channels = (data.source, len(data), data.channels) if data is not None else _look_at_data(config)
+    looked_at = config  # the data as the run will load it: a resumed run keeps its checkpoint's channels
+    if resume and config.channels is None:
+        from dcgan.run import RunFolder
+        from dcgan.training.resume import newest_state
+
+        state = newest_state(RunFolder(out), config, resume=True, talk=False)
+        if state is not None and state.get("channels"):
+            looked_at = dataclasses.replace(config, channels=int(state["channels"]))
+    if data is not None:
+        source, images = data.source, len(data)
+        channels = (single_channel_if_grey(data) if looked_at.channels is None else data).channels
+    else:
+        source, images, channels = _look_at_data(looked_at)
     steps_per_epoch, total_steps = step_counts(config, images)
     noise = torch.Generator().manual_seed(config.seed)
     shape = (config.batch_size, channels, config.image_size, config.image_size)
@@ -160,7 +172,7 @@ def _look_at_data(config: TrainConfig) -> tuple[str, int, int]:
     path = Path(config.data).expanduser()
     if registry.is_standard(config.data) or not path.exists():
         data = load_images(config.data, root=config.data_root, image_size=config.image_size, channels=config.channels)
-        return data.source, len(data), data.channels
+        return data.source, len(data), (single_channel_if_grey(data) if config.channels is None else data).channels
     from PIL import Image
 
     from dcgan.data.folder import list_images
@@ -170,18 +182,19 @@ def _look_at_data(config: TrainConfig) -> tuple[str, int, int]:
     if not files:
         raise DataError(f"--data {path} holds no image files.")
     channels = config.channels or native_channels(config.data)
-    decoded = 0
+    peeked = []
     for file in files[:PEEK_FILES]:
         try:
             with Image.open(file) as image:
-                pil_to_array(image, config.image_size, channels)
-            decoded += 1
+                peeked.append(torch.from_numpy(pil_to_array(image, config.image_size, channels)))
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
             continue  # a real run skips such files too
-        if decoded == PEEK_DECODED:
+        if len(peeked) == PEEK_DECODED:
             break
-    if not decoded:
+    if not peeked:
         raise DataError(f"--data {path}: none of its first {min(len(files), PEEK_FILES)} image files could be decoded.")
+    if config.channels is None:  # as the run decides, from the files looked at: grey ones train in one channel
+        channels = single_channel_if_grey(ImageData(torch.stack(peeked), None, config.data, "train", "")).channels
     return str(path.resolve()), len(files), channels
 
 
