@@ -37,8 +37,9 @@ class TrainConfig:
     ngf: int = 64
     # 0: the default, filled in when the config is made: half of ngf at 64x64 and larger, ngf below. D runs three
     # times a step (real, fake, G's step), so at G's width it is two thirds of a 64x64 step; at half width a run
-    # takes about twice the steps in the same minutes (Fashion-MNIST: a lower FID at the same seed, mixed over three
-    # seeds; docs/training.md, "D's width"). Below 64x64 the presets' figures were measured with D as wide as G.
+    # takes about twice the steps in the same minutes (Fashion-MNIST at 64x64, grey in one channel: 0.19x the reference
+    # loop's FID over three seeds; docs/training.md, "D's width"). Below 64x64 the presets' figures were measured with
+    # D as wide as G.
     ndf: int = 0
     prior: str = "uniform"
     # Class-conditional G and D (`dcgan.models`): the data's labels choose what G draws. `conditioning` is how the
