@@ -193,7 +193,8 @@ def test_the_label_changes_the_image_and_the_logit(conditioning: str) -> None:
     d = Discriminator(16, 1, ndf=8, num_classes=3, conditioning=conditioning).eval()
     z = sample_prior(1, 16, "uniform").expand(6, -1)
     images = g(z, torch.arange(6) % 3)  # two of each class, so batchnorm's statistics are not the same per image
-    assert torch.equal(images[:3], images[3:]), "same z, same class: the same image"
+    # To rounding, as below: a batch's rows may round differently in the last bits on some CPUs (AMD EPYC's kernels)
+    torch.testing.assert_close(images[:3], images[3:], rtol=1e-5, atol=1e-6, msg="same z, same class: the same image")
     change = [(images[i] - images[i + 1]).abs().max() / images.std() for i in (0, 1)]
     assert min(change) > 0.01, "the same z drawn as another class is another image"
     same = images[:1].expand(3, -1, -1, -1)

@@ -108,6 +108,14 @@ class Trainer:
         self.out = self.folder.root
         self.dist, self.device = distributed.setup(torch.device(device) if device else None, ddp_timeout)
         self.progress = progress and self.dist.is_main
+        try:
+            self._start(config, resume, data)
+        except BaseException:
+            distributed.teardown(self.dist)  # a rank that stops here leaves no process group behind to abort at exit
+            raise
+
+    def _start(self, config: TrainConfig, resume: bool, data: ImageData | None) -> None:
+        """The rest of `__init__`: the checkpoint, the data, the plan, the models and the optimisers."""
         if config.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         # Rank 0 reads the checkpoint and hands it over: the other ranks may be on nodes without the run folder.
