@@ -32,7 +32,7 @@ from dcgan import checkpoint as ckpt
 from dcgan import distributed
 from dcgan import run as runs
 from dcgan.config import TrainConfig
-from dcgan.data import ImageData, load_images, single_channel_if_grey
+from dcgan.data import ImageData, as_trained, load_images
 from dcgan.data.folder import data_progress, examples
 from dcgan.errors import CheckpointError, ConfigError, DataError
 from dcgan.gemm_conv import use_gemm_conv
@@ -133,7 +133,7 @@ class Trainer:
             )  # fmt: skip
         #: Said at the start of `fit` when grey images decoded to three channels are trained in one.
         self.grey_note: str | None = None
-        if channels is None and (grey := single_channel_if_grey(self.data)) is not self.data:
+        if (grey := as_trained(self.data, channels)) is not self.data:
             self.data = grey
             self.grey_note = (
                 f"Every image of {self.data.source} is grey: training in 1 channel (--channels 3 keeps three)."

@@ -204,7 +204,7 @@ def test_a_run_begun_in_three_channels_on_grey_images_resumes_in_three(
     """Runs begun before grey data trained in one channel (three equal ones then) resume as they began."""
     data, run = _grey_images(tmp_path / "grey"), tmp_path / "run"
     with monkeypatch.context() as patched:
-        patched.setattr("dcgan.train.single_channel_if_grey", lambda images: images)
+        patched.setattr("dcgan.data.single_channel_if_grey", lambda images: images)
         assert main(["train", "--data", str(data), "--out", str(run), "--steps", "2", "--no-progress", *TINY]) == 0
     assert _channels(run) == 3
     assert main(["train", "--out", str(run), "--resume", "--steps", "4", "--dry-run"]) == 0

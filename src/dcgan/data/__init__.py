@@ -89,6 +89,16 @@ def single_channel_if_grey(data: ImageData) -> ImageData:
     return replace(data, images=images[:, :1].contiguous())
 
 
+def as_trained(data: ImageData, channels: int | None) -> ImageData:
+    """`data` in the channels a run trains it in: `single_channel_if_grey(data)` when no channel count was chosen,
+    else `data` itself.
+
+    `channels` is the chosen count: `--channels`, else a resumed run's checkpoint's (a run begun in three channels
+    on grey images resumes in three); None when neither chose one.
+    """
+    return single_channel_if_grey(data) if channels is None else data
+
+
 def native_channels(name: str) -> int:
     """The channel count a data set has on disk (its registry entry's): 1 for the digit sets, 3 for
     photographs and folders."""
@@ -263,6 +273,7 @@ def _labelled(data: ImageData, entry: DataSet | None, labels_from_name: str | No
 __all__ = [
     "DEBIAN_FASHION_MNIST",
     "ImageData",
+    "as_trained",
     "load_images",
     "native_channels",
     "registry",

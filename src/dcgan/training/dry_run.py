@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from dcgan.config import TrainConfig
-from dcgan.data import ImageData, load_images, native_channels, registry, single_channel_if_grey
+from dcgan.data import ImageData, as_trained, load_images, native_channels, registry
 from dcgan.errors import DataError
 from dcgan.gemm_conv import use_gemm_conv
 
@@ -121,7 +121,7 @@ def dry_run(
             looked_at = dataclasses.replace(config, channels=int(state["channels"]))
     if data is not None:
         source, images = data.source, len(data)
-        channels = (single_channel_if_grey(data) if looked_at.channels is None else data).channels
+        channels = as_trained(data, looked_at.channels).channels
     else:
         source, images, channels = _look_at_data(looked_at)
     steps_per_epoch, total_steps = step_counts(config, images)
@@ -172,7 +172,7 @@ def _look_at_data(config: TrainConfig) -> tuple[str, int, int]:
     path = Path(config.data).expanduser()
     if registry.is_standard(config.data) or not path.exists():
         data = load_images(config.data, root=config.data_root, image_size=config.image_size, channels=config.channels)
-        return data.source, len(data), (single_channel_if_grey(data) if config.channels is None else data).channels
+        return data.source, len(data), as_trained(data, config.channels).channels
     from PIL import Image
 
     from dcgan.data.folder import list_images
@@ -193,8 +193,8 @@ def _look_at_data(config: TrainConfig) -> tuple[str, int, int]:
             break
     if not peeked:
         raise DataError(f"--data {path}: none of its first {min(len(files), PEEK_FILES)} image files could be decoded.")
-    if config.channels is None:  # as the run decides, from the files looked at: grey ones train in one channel
-        channels = single_channel_if_grey(ImageData(torch.stack(peeked), None, config.data, "train", "")).channels
+    # As the run decides, from the files looked at: grey ones train in one channel unless --channels says otherwise.
+    channels = as_trained(ImageData(torch.stack(peeked), None, config.data, "train", ""), config.channels).channels
     return str(path.resolve()), len(files), channels
 
 
