@@ -25,6 +25,7 @@ from PIL import Image
 
 from dcgan import checkpoint as ckpt
 from dcgan.cli import main
+from dcgan.run import RunFolder
 from dcgan.train import train
 from tests.conftest import class_shapes_data, shapes_data, tiny_config
 
@@ -44,7 +45,7 @@ def _rank_main(rank: int, world: int, port: int, out: str, sync_bn: bool) -> Non
     from dcgan.train import Trainer
 
     first_real = _record_first_real_batch()
-    config = tiny_config(steps=6, sync_batchnorm=sync_bn)
+    config = tiny_config(steps=6, sync_batchnorm=sync_bn, snapshot_every=2)  # G's snapshots at 2, 4 and 6
     trainer = Trainer(config, out, data=shapes_data(), progress=False)
     trainer.fit()
     state = {"G": trainer.G.state_dict(), "D": trainer.D.state_dict(), "first_real_batch": first_real[0]}
@@ -143,6 +144,7 @@ def test_two_ranks_hold_identical_weights(tmp_path: Path, monkeypatch: pytest.Mo
     saved = ckpt.load(out)
     assert saved["step"] == 6
     assert all(torch.equal(saved["generator"][k], r0["G"][k]) for k in r0["G"]), "rank 0 wrote the checkpoint"
+    assert [step for step, _ in RunFolder(out).list_snapshots()] == [2, 4, 6], "rank 0 wrote G's snapshots"
 
 
 def _conditional_rank(rank: int, world: int, port: int, out: str) -> None:

@@ -21,7 +21,7 @@ from dcgan.config import TrainConfig
 from dcgan.errors import CheckpointError, ConfigError, DataError
 from dcgan.gemm_conv import use_gemm_conv
 from dcgan.models import Discriminator
-from dcgan.run import Run, resume_config
+from dcgan.run import Run, RunFolder, resume_config
 from dcgan.train import NumericalFault, Trainer, dry_run, train
 from dcgan.training.samples import class_grid
 from tests.conftest import checkpoint_weights, class_shapes_data, shapes_data, tiny_config, train_tiny
@@ -49,11 +49,17 @@ def test_run_folder_has_everything(tiny_run: Path) -> None:
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_resumed_run_is_bitwise_identical(tmp_path: Path, precision: str) -> None:
-    train_tiny(tmp_path / "full", steps=12, precision=precision)
-    train_tiny(tmp_path / "half", steps=6, precision=precision, checkpoint_every=3)
-    config = tiny_config(steps=12, precision=precision, checkpoint_every=3)
+    train_tiny(tmp_path / "full", steps=12, precision=precision, snapshot_every=2)
+    train_tiny(tmp_path / "half", steps=6, precision=precision, checkpoint_every=3, snapshot_every=2)
+    config = tiny_config(steps=12, precision=precision, checkpoint_every=3, snapshot_every=2)
     train(config, tmp_path / "half", resume=True, data=shapes_data(), progress=False)
     _assert_bitwise_equal(tmp_path / "full", tmp_path / "half")
+    # G's snapshots, which sampling mixes, are the same too: the newest 4 of those taken every 2 steps
+    full, half = RunFolder(tmp_path / "full").list_snapshots(), RunFolder(tmp_path / "half").list_snapshots()
+    assert [s for s, _ in full] == [s for s, _ in half] == [6, 8, 10, 12]
+    for (_, a), (_, b) in zip(full, half, strict=True):
+        wa, wb = ckpt.read_verified(a)["generator"], ckpt.read_verified(b)["generator"]
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)
     rows = [json.loads(x) for x in (tmp_path / "half" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss_d" in r] == [2, 4, 6, 8, 10, 12]
 

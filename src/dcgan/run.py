@@ -6,6 +6,7 @@ are written down in one place:
     RUN/config.json               the TrainConfig (also inside every checkpoint)
     RUN/checkpoints/step-XXXXXXXX.pt, best.pt
     RUN/samples/step-XXXXXXXX.png  the fixed-z grid during training
+    RUN/snapshots/step-XXXXXXXX.pt G's recent snapshots, which sampling mixes (`dcgan.mixture`)
     RUN/metrics.jsonl             one JSON object per log line, evaluation and diversity check
     RUN/progress.gif, losses.png, tensorboard/
 
@@ -20,19 +21,25 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 from dcgan import checkpoint
 from dcgan.config import TrainConfig
 from dcgan.errors import CheckpointError, ConfigError
+from dcgan.mixture import SnapshotMixture
 from dcgan.models import Discriminator, Generator, recalibrate_batchnorm
 
 # ----------------------------------------------------------------------------------------------- layout
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
 SAMPLES_DIR = "samples"
+SNAPSHOT_DIR = "snapshots"
+#: What a snapshot file holds: G's sampling weights at one step (the EMA when kept, batchnorm re-estimated).
+SNAPSHOT_FORMAT = "dcgan-generator-snapshot"
+#: Snapshots join a checkpoint's mixture only from the last quarter of the steps it was trained for.
+SNAPSHOT_SPAN = 0.25
 METRICS_FILE = "metrics.jsonl"
 PROGRESS_GIF = "progress.gif"
 LOSSES_PNG = "losses.png"
@@ -67,6 +74,10 @@ class RunFolder:
     @property
     def samples(self) -> Path:
         return self.root / SAMPLES_DIR
+
+    @property
+    def snapshots(self) -> Path:
+        return self.root / SNAPSHOT_DIR
 
     @property
     def metrics(self) -> Path:
@@ -117,6 +128,22 @@ class RunFolder:
 
     def sample_grids(self) -> list[Path]:
         return sorted(self.samples.glob("step-*.png"))
+
+    def list_snapshots(self) -> list[tuple[int, Path]]:
+        """G's snapshots as (step, file), oldest first."""
+        if not self.snapshots.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.snapshots.iterdir() if (m := _STEP_FILE.match(p.name))]
+        return sorted(found)
+
+    def save_snapshot(self, step: int, generator: Generator, keep: int) -> Path:
+        """Write G's sampling weights at `step` as `snapshots/step-XXXXXXXX.pt` (atomically, with a checksum) and
+        delete all but the newest `keep` snapshots."""
+        state = {"format": SNAPSHOT_FORMAT, "step": step, "generator": generator.state_dict()}
+        path = checkpoint.atomic_save(state, self.snapshots / step_name(step))
+        for _, old in self.list_snapshots()[:-keep]:
+            old.unlink(missing_ok=True)
+        return path
 
 
 def resolve(path: str | Path) -> Path:
@@ -348,6 +375,42 @@ class Run:
         if ema and not evaluation:  # written before evaluation copies were saved: re-estimate now
             recalibrate_batchnorm(g, seed=self.config.seed + 3)
         return g.eval()
+
+    def snapshot_steps(self, snapshots: int | None = None) -> list[tuple[int, Path]]:
+        """The run's snapshots that join this checkpoint's mixture of `snapshots` members (default: the run's
+        `--snapshots`), newest first: taken before its step, in the last quarter of the steps it was trained for
+        (earlier ones are worse generators, not other modes), at most `snapshots - 1` of them (the checkpoint's
+        own G is the newest member)."""
+        snapshots = self.config.snapshots if snapshots is None else snapshots
+        if snapshots <= 1:
+            return []
+        since = self.step * (1 - SNAPSHOT_SPAN)
+        found = [(s, p) for s, p in self.folder.list_snapshots() if since <= s < self.step]
+        return sorted(found, reverse=True)[: snapshots - 1]
+
+    def sampler(self, *, ema: bool = True, snapshots: int | None = None) -> Generator:
+        """What sampling and evaluation draw from: the mixture of G's recent snapshots (`dcgan.mixture`) when the
+        run kept them, else the checkpoint's G (`generator(ema=ema)`). `ema=False` (the raw training weights) is
+        the checkpoint's G alone: the snapshots hold sampling weights. `snapshots` caps the members (default: the
+        run's `--snapshots`; 1: the checkpoint's G alone).
+
+        Raises:
+            CheckpointError: a snapshot is unreadable, or not one of this run's G's.
+        """
+        newest = self.generator(ema=ema)
+        found = self.snapshot_steps(snapshots) if ema else []
+        if not found:
+            return newest
+        members = [newest]
+        for _, path in found:
+            state = checkpoint.read_verified(path)
+            if state.get("format") != SNAPSHOT_FORMAT or "generator" not in state:
+                raise CheckpointError(f"{path} is not a dcgan snapshot of G; delete it or sample with --snapshots 1.")
+            g = build_generator(self.config, self.channels, self.classes)
+            load_weights(g, state["generator"], "snapshot generator", path)
+            members.append(g.to(self.device).eval())
+        # A mixture has a generator's attributes and call, so it goes wherever sampling takes a Generator.
+        return cast(Generator, SnapshotMixture(members, [self.step, *(s for s, _ in found)]))
 
     def discriminator(self) -> Discriminator:
         """D in eval mode on `device`."""

@@ -168,6 +168,8 @@ class Trainer:
             self.D = distributed.sync_batchnorm(self.D, self.device)  # type: ignore[assignment]
         # An exponential moving average of G's weights: smoother samples, and what evaluation uses when on.
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False) if config.ema > 0 else None
+        #: The step and sampling copy `sampling_generator` made last: a step's grid, checkpoint and snapshot share it.
+        self._eval_copy: tuple[int, Generator] | None = None
         self.opt_g, self.opt_d = _adam(self.G.parameters(), config), _adam(self.D.parameters(), config)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.noise = torch.Generator(self.device).manual_seed(config.seed + 1)
@@ -227,6 +229,7 @@ class Trainer:
         except (KeyError, ValueError, RuntimeError, TypeError) as exc:
             raise CheckpointError(f"The checkpoint at {where} lacks a complete training state ({exc}).") from exc
         self.step = int(state["step"])
+        self._eval_copy = None
         self.rollback.retries = int(state.get("nan_retries", 0))
         self.best.value = state.get("best_value")
 
@@ -252,13 +255,29 @@ class Trainer:
         self.folder.prune(self.config.keep_checkpoints)
         return path
 
+    def _write_snapshot(self) -> Path | None:
+        """G's sampling weights now, into `snapshots/` (the newest `--snapshots` kept), unless they are not finite."""
+        generator = self.sampling_generator()
+        if not all(torch.isfinite(p).all() for p in generator.parameters()):
+            return None
+        try:
+            return self.folder.save_snapshot(self.step, generator, self.config.snapshots)
+        except CheckpointError as exc:
+            raise CheckpointError(
+                f"{str(exc).rstrip('.')}; once there is room, dcgan train --out {self.out} --resume continues."
+            ) from exc
+
     def sampling_generator(self) -> Generator:
         """What samples, evaluations and `load_generator` use: a copy of G (its EMA when on) in eval mode with
         batchnorm statistics re-estimated for its current weights. The training state is left untouched."""
+        if self._eval_copy is not None and self._eval_copy[0] == self.step:  # a grid, a checkpoint, a snapshot
+            return self._eval_copy[1]
         source = self.G_ema if self.G_ema is not None else self.G
         # Rank 0 alone runs this copy: its batchnorm layers must not wait for the other ranks.
         own = distributed.local_batchnorm(copy.deepcopy(source))
-        return recalibrate_batchnorm(own, self.config.prior, seed=self.config.seed + 3)  # type: ignore[arg-type]
+        copied = recalibrate_batchnorm(own, self.config.prior, seed=self.config.seed + 3)  # type: ignore[arg-type]
+        self._eval_copy = (self.step, copied)
+        return copied
 
     def _share_batchnorm_statistics(self) -> None:
         # Running statistics drift apart between ranks (each normalises its own share), so rank 0's are given to
@@ -434,6 +453,8 @@ class Trainer:
                     samples.sample(self.step, self.sampling_generator(), log)
                 if main and self.best.due(self.step, final):
                     self.best.evaluate(self.step, self.sampling_generator(), log, self._snapshot)
+                if cfg.snapshots > 1 and self.step % cfg.snapshot_every == 0:
+                    distributed.from_main(self._write_snapshot, self.dist)  # as a checkpoint: one outcome for all
                 if self.step % cfg.checkpoint_every == 0 or epoch_end or final:
                     last = self.save_checkpoint() or last
                     if main and not final:  # the final figures follow the loop

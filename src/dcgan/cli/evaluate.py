@@ -22,6 +22,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seed", type=non_negative_int, default=0, help="picks the latents (default 0)")
     p.add_argument("--no-ema", action="store_true", help="use the raw generator even if an EMA copy exists")
+    p.add_argument("--snapshots", type=positive_int, metavar="K",
+                   help="draw from a mixture of the run's newest K snapshots of G (default: as many as the run "
+                   "kept with --snapshots; 1: the checkpoint's G alone)")  # fmt: skip
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--batch-size", type=positive_int, default=250, help="images per forward pass (default 250)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -78,7 +81,16 @@ def _open(args: argparse.Namespace) -> tuple[Any, Any]:
     run = Run.open(args.run, device=args.device)
     args.data = args.data or run.config.data
     args.data_root = args.data_root if args.data_root is not None else run.config.data_root
-    return run, run.generator(ema=not args.no_ema)
+    return run, run.sampler(ema=not args.no_ema, snapshots=args.snapshots)
+
+
+def drawn_by(generator: Any) -> str:
+    """`, a mixture of the snapshots at steps 2400, 2200, ...` for a mixture; '' for one generator."""
+    from dcgan.mixture import SnapshotMixture
+
+    if not isinstance(generator, SnapshotMixture):
+        return ""
+    return f", a mixture of G's snapshots at steps {', '.join(f'{s:,}' for s in generator.steps)}"
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -91,12 +103,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )  # fmt: skip
     ema = run.has_ema and not args.no_ema
-    result.info.update({"checkpoint": str(run.path), "step": run.step, "ema": ema})
+    steps = list(getattr(generator, "steps", [run.step]))
+    result.info.update({"checkpoint": str(run.path), "step": run.step, "ema": ema, "snapshot_steps": steps})
     drawn = f"{args.n:,} samples"
     if generator.num_classes:
         each, extra = divmod(args.n, generator.num_classes)
         drawn += f" ({each:,}{f' or {each + 1:,}' if extra else ''} of each of {generator.num_classes} classes)"
-    print(f"{run.path} (step {run.step}{', EMA generator' if ema else ''}), {drawn}, seed {args.seed}")
+    print(
+        f"{run.path} (step {run.step}{', EMA generator' if ema else ''}{drawn_by(generator)}), {drawn}, seed {args.seed}"
+    )
     print(result.table())
     if args.json:
         result.write_json(args.json)

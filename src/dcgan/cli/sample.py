@@ -25,6 +25,10 @@ def register(sub: Any) -> None:
                    help="a class-conditional run: also write classes.png, ROWS latents (default 8) each drawn in "
                    "every class: one row per z, one column per class")  # fmt: skip
     p.add_argument("--no-ema", action="store_true", help="use the raw generator even if an EMA copy exists")
+    p.add_argument("--snapshots", type=positive_int, metavar="K",
+                   help="draw from a mixture of the run's newest K snapshots of G (default: as many as the run kept "
+                   "with --snapshots; 1: the checkpoint's G alone); --sheet draws with the checkpoint's G, as the "
+                   "section-6 tools its numbers are for do")  # fmt: skip
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.set_defaults(func=run_sample)
 
@@ -35,12 +39,14 @@ def register(sub: Any) -> None:
 
 
 def run_sample(args: argparse.Namespace) -> int:
+    from dcgan.cli.evaluate import drawn_by
     from dcgan.models import resolve_class
     from dcgan.run import Run
     from dcgan.sample import write_samples
 
     run = Run.open(args.run, device=args.device)
-    generator = run.generator(ema=not args.no_ema)
+    # A numbered sheet names z's for the section-6 tools, which draw them with the checkpoint's G: so does the sheet.
+    generator = run.sampler(ema=not args.no_ema, snapshots=1 if args.sheet else args.snapshots)
     label = None if args.class_ is None else resolve_class(generator, args.class_)
     if args.class_sheet and not generator.num_classes:
         raise ConfigError(
@@ -57,7 +63,8 @@ def run_sample(args: argparse.Namespace) -> int:
         numbered_sheet(images, args.nrow).save(args.out / "sheet.png")
     what = f" of class {generator.classes[label]}" if label is not None else ""
     print(
-        f"Wrote {args.n} samples{what} from {run.path} (seed {args.seed}) to {args.out}; grid: {args.out / 'grid.png'}"
+        f"Wrote {args.n} samples{what} from {run.path}{drawn_by(generator)} (seed {args.seed}) to {args.out}; grid: "
+        f"{args.out / 'grid.png'}"
     )
     if args.class_sheet:
         from dcgan.sample import class_sheet, save_grid

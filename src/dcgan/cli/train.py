@@ -60,6 +60,19 @@ CONFIG_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
         "keep_checkpoints",
         {"type": positive_int, "metavar": "K", "help": "newest K kept (default 3)"},
     ),
+    "--snapshots": (
+        "snapshots",
+        {
+            "type": positive_int,
+            "metavar": "K",
+            "help": "sampling draws from a mixture of G's newest K snapshots, "
+            "taken in the run's last quarter (default 4; 1: the checkpoint's G alone)",
+        },
+    ),
+    "--snapshot-every": (
+        "snapshot_every",
+        {"type": positive_int, "metavar": "N", "help": "steps between G's snapshots (default 200)"},
+    ),
     "--ema": ("ema", {"type": float, "metavar": "DECAY", "help": "keep an EMA copy of G (e.g. 0.999) for sampling"}),
     "--eval-every": (
         "eval_every",
