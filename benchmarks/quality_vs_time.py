@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from budget import run_with_budget
 
+from dcgan.config import TrainConfig
 from dcgan.data import load_images
 from dcgan.data.cache import cache_dir
 from dcgan.errors import DcganError
@@ -225,6 +226,12 @@ def dcgan_step_seconds(setup: Setup, out: Path, width: int | None) -> tuple[floa
     return float(found.group(1)), plan
 
 
+#: dcgan's runs keep every snapshot of G (which changes nothing in training), so that each checkpoint, not only the
+#: last, is scored as `dcgan evaluate` would have scored it when it was the newest: mixed with the default number.
+KEEP_SNAPSHOTS = 1_000_000
+DEFAULT_SNAPSHOTS = TrainConfig().snapshots
+
+
 def dcgan_run(setup: Setup, out: Path, seed: int, every: int, budget: float | None, width: int | None) -> RunRecord:
     """One `dcgan train` run, SIGINT at `budget` seconds after launch (None: let it finish)."""
     folder = out / f"dcgan-seed{seed}"
@@ -234,6 +241,7 @@ def dcgan_run(setup: Setup, out: Path, seed: int, every: int, budget: float | No
         sys.executable, "-m", "dcgan", "train", *setup.dcgan_args, *width_flags(width), "--seed", str(seed),
         "--out", str(run.root),
         "--no-progress", "--checkpoint-every", str(every), "--keep-checkpoints", "1000000",
+        "--snapshots", str(KEEP_SNAPSHOTS),
     ]  # fmt: skip
     # An empty data cache, so decoding the folder counts, with the machine's execution plans (not data) in it.
     env = {**os.environ, "DCGAN_CACHE": str(folder / "cache")}
@@ -285,7 +293,8 @@ def score(record: RunRecord, setup: Setup, extractor: Any, args: argparse.Namesp
     for point in points:
         started = time.perf_counter()
         if record.system == "dcgan":
-            result = evaluate(Run.open(point.file).generator(), n=args.n, **common)
+            # what `dcgan evaluate` draws at that checkpoint: its G mixed with the default number of snapshots
+            result = evaluate(Run.open(point.file).sampler(snapshots=DEFAULT_SNAPSHOTS), n=args.n, **common)
         else:
             images = reference_samples(point.file, args.n, args.eval_seed, args.reference_batchnorm, record.width)
             result = evaluate_images(to_shape(images, *shape), **common)
