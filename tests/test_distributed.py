@@ -25,6 +25,7 @@ from PIL import Image
 
 from dcgan import checkpoint as ckpt
 from dcgan.cli import main
+from dcgan.distributed import teardown
 from dcgan.run import RunFolder
 from dcgan.train import train
 from tests.conftest import class_shapes_data, shapes_data, tiny_config
@@ -50,6 +51,7 @@ def _rank_main(rank: int, world: int, port: int, out: str, sync_bn: bool) -> Non
     trainer.fit()
     state = {"G": trainer.G.state_dict(), "D": trainer.D.state_dict(), "first_real_batch": first_real[0]}
     torch.save(state, Path(out) / f"rank{rank}.pt")
+    teardown(trainer.dist)  # as `train()` does: a process group left to exit can abort ("terminate called ...")
 
 
 def _rank_with_own_data(rank: int, world: int, port: int, out: str) -> None:
@@ -170,6 +172,7 @@ def _conditional_rank(rank: int, world: int, port: int, out: str) -> None:
     trainer.fit()
     x, labels = seen[0]
     torch.save({"G": trainer.G.state_dict(), "x": x, "labels": labels}, Path(out) / f"rank{rank}.pt")
+    teardown(trainer.dist)
 
 
 def test_conditional_ranks_get_their_images_labels_and_end_identical(tmp_path: Path) -> None:
