@@ -71,3 +71,11 @@ class SnapshotMixture(nn.Module):
             out[rows] = part
         assert out is not None or z.shape[0] == 0
         return out if out is not None else torch.empty(0, self.channels, self.image_size, self.image_size)
+
+
+def drawn_by(generator: object) -> str:
+    """What the commands print after a checkpoint's name: `, a mixture of G's snapshots at steps 1,900, 1,800,
+    1,600` for a mixture, '' for one generator."""
+    if not isinstance(generator, SnapshotMixture):
+        return ""
+    return f", a mixture of G's snapshots at steps {', '.join(f'{s:,}' for s in generator.steps)}"

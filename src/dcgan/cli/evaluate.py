@@ -75,7 +75,8 @@ def register(sub: Any) -> None:
 
 
 def _open(args: argparse.Namespace) -> tuple[Any, Any]:
-    """The run and its generator; the data set and root default to the ones it trained on."""
+    """The run and what it samples from (G and its last snapshots, `Run.sampler`); the data set and root default
+    to the ones it trained on."""
     from dcgan.run import Run
 
     run = Run.open(args.run, device=args.device)
@@ -84,17 +85,9 @@ def _open(args: argparse.Namespace) -> tuple[Any, Any]:
     return run, run.sampler(ema=not args.no_ema, snapshots=args.snapshots)
 
 
-def drawn_by(generator: Any) -> str:
-    """`, a mixture of the snapshots at steps 2400, 2200, ...` for a mixture; '' for one generator."""
-    from dcgan.mixture import SnapshotMixture
-
-    if not isinstance(generator, SnapshotMixture):
-        return ""
-    return f", a mixture of G's snapshots at steps {', '.join(f'{s:,}' for s in generator.steps)}"
-
-
 def run_evaluate(args: argparse.Namespace) -> int:
     from dcgan.metrics.evaluate import evaluate
+    from dcgan.mixture import drawn_by
 
     run, generator = _open(args)
     result = evaluate(

@@ -39,7 +39,7 @@ def register(sub: Any) -> None:
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    from dcgan.cli.evaluate import drawn_by
+    from dcgan.mixture import drawn_by
     from dcgan.models import resolve_class
     from dcgan.run import Run
     from dcgan.sample import write_samples
