@@ -277,14 +277,18 @@ def test_torchrun_cli_then_resume_in_one_process(tmp_path: Path) -> None:
     data = _image_folder(tmp_path / "images")
     out = tmp_path / "run"
     env = _env(tmp_path / "cache")
-    subprocess.run([*STANDALONE, "-m", "dcgan", *_train_flags(data, out, 4)], check=True, env=env, capture_output=True)
+    ran = subprocess.run(
+        [*STANDALONE, "-m", "dcgan", *_train_flags(data, out, 4)], env=env, capture_output=True, text=True
+    )
+    assert ran.returncode == 0, f"torchrun exited {ran.returncode}:\n{ran.stderr[-4000:]}"  # what failed, if it does
     assert ckpt.load(out)["step"] == 4
-    subprocess.run(
+    ran = subprocess.run(
         [sys.executable, "-m", "dcgan", *_train_flags(data, out, 8, "--resume")],
-        check=True,
         env=env,
         capture_output=True,
+        text=True,
     )
+    assert ran.returncode == 0, f"dcgan exited {ran.returncode}:\n{ran.stderr[-4000:]}"
     assert ckpt.load(out)["step"] == 8
 
 
