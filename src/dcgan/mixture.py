@@ -11,9 +11,10 @@ of the newest four drew every gender and race group but one within 0.75-1.33x of
 faces and lowered FID (docs/metrics.md, "A mixture of snapshots"). The ensembles-of-snapshots idea is
 Wang, Zhang & van de Weijer (2016), "Ensembles of generative adversarial networks".
 
-Which member draws a sample depends on its z alone (`member_of`), so a z file, a seed's i-th latent and a sheet
-number keep meaning one image. Tools that move through z-space (walks, arithmetic, projection, the web
-explorer) use one generator, the checkpoint's own: neighbouring z's would otherwise hop between members.
+Which member draws a sample depends on its z alone (`member_of`), so a z file or a seed's i-th latent keeps
+meaning one image of the mixture. Tools that move through z-space (walks, arithmetic, projection, the web
+explorer, and the numbered sheets that name their exemplars) use one generator, the checkpoint's own: neighbouring
+z's would otherwise hop between members.
 """
 
 from __future__ import annotations

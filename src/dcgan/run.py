@@ -116,10 +116,7 @@ class RunFolder:
 
     def list_checkpoints(self) -> list[Path]:
         """The step checkpoints, oldest first (`best.pt` and temporary files excluded)."""
-        if not self.checkpoints.is_dir():
-            return []
-        found = [(int(m.group(1)), p) for p in self.checkpoints.iterdir() if (m := _STEP_FILE.match(p.name))]
-        return [p for _, p in sorted(found)]
+        return [p for _, p in _step_files(self.checkpoints)]
 
     def prune(self, keep: int) -> None:
         """Delete all but the newest `keep` step checkpoints."""
@@ -131,10 +128,7 @@ class RunFolder:
 
     def list_snapshots(self) -> list[tuple[int, Path]]:
         """G's snapshots as (step, file), oldest first."""
-        if not self.snapshots.is_dir():
-            return []
-        found = [(int(m.group(1)), p) for p in self.snapshots.iterdir() if (m := _STEP_FILE.match(p.name))]
-        return sorted(found)
+        return _step_files(self.snapshots)
 
     def save_snapshot(self, step: int, generator: Generator, keep: int) -> Path:
         """Write G's sampling weights at `step` as `snapshots/step-XXXXXXXX.pt` (atomically, with a checksum) and
@@ -144,6 +138,13 @@ class RunFolder:
         for _, old in self.list_snapshots()[:-keep]:
             old.unlink(missing_ok=True)
         return path
+
+
+def _step_files(folder: Path) -> list[tuple[int, Path]]:
+    """The `step-XXXXXXXX.pt` files in `folder` as (step, file), oldest first (others and temporary files left out)."""
+    if not folder.is_dir():
+        return []
+    return sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := _STEP_FILE.match(p.name)))
 
 
 def resolve(path: str | Path) -> Path:
