@@ -59,3 +59,29 @@ def test_a_bad_device_is_one_sentence(capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["tune", *TINY, "--device", "nonsense"]) == 2
     err = capsys.readouterr().err
     assert "--device" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_tune_of_a_grey_folder_measures_the_one_channel_model_train_uses(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A folder whose images are all grey trains in one channel (`dcgan.data.as_trained`); tune times that model,
+    so the plan it caches is the one the run looks up."""
+    from PIL import Image
+
+    folders = {"grey": "L", "colour": "RGB"}
+    for name, mode in folders.items():
+        (tmp_path / name).mkdir()
+        for i in range(4):
+            Image.new(mode, (20, 20), color=40 * i if mode == "L" else (40 * i, 10, 200)).save(
+                tmp_path / name / f"{i}.png"
+            )
+    for name, channels in (("grey", 1), ("colour", 3)):
+        args = ["tune", *TINY, "--data", str(tmp_path / name), "--precision", "fp32", "--channels-last", "--gemm-conv"]
+        assert main(args) == 0
+        assert f"model 16x16x{channels}, nz 100" in capsys.readouterr().out, name
+    assert main(["tune", *TINY, "--data", str(tmp_path / "grey"), "--channels", "3", "--precision", "fp32",
+                 "--channels-last", "--gemm-conv"]) == 0  # fmt: skip
+    assert "model 16x16x3, nz 100" in capsys.readouterr().out, "--channels is obeyed"
+    assert main(["tune", *TINY, "--data", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert "missing" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

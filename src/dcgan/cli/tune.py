@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dcgan.cli.train import CONFIG_FLAGS, DEFAULT_PRESET, add_plan_switches
 
-#: The train flags that fix what a step costs: the model's shape and the precision.
-SHAPE_FLAGS = ("--image-size", "--channels", "--nz", "--ngf", "--ndf", "--batch-size", "--precision")
+if TYPE_CHECKING:
+    from dcgan.config import TrainConfig
+
+#: The train flags that fix what a step costs: the model's shape and the precision; the data only for its channels.
+SHAPE_FLAGS = ("--data", "--data-root", "--image-size", "--channels", "--nz", "--ngf", "--ndf", "--batch-size",
+               "--precision")  # fmt: skip
 
 
 def register(sub: Any) -> None:
@@ -18,8 +22,9 @@ def register(sub: Any) -> None:
         "tune",
         help="time the execution plans (precision, layout, convolutions) for a model on this machine",
         description="Time a few real training steps of each candidate plan for the model the flags describe (the "
-        "same flags as `dcgan train`; no data needed), print the timings and cache the fastest: `dcgan train` "
-        "of the same shape then starts with it. Flags that force a switch leave it out of the candidates.",
+        "same flags as `dcgan train`; no data is read, except a --data folder, decoded to see whether every image is "
+        "grey, which trains in one channel), print the timings and cache the fastest: `dcgan train` of the same "
+        "shape then starts with it. Flags that force a switch leave it out of the candidates.",
     )
     p.add_argument("--preset", help=f"a named setup (see `dcgan presets`; default {DEFAULT_PRESET})")
     for flag in SHAPE_FLAGS:
@@ -36,7 +41,6 @@ def run_tune(args: argparse.Namespace) -> int:
     import torch
 
     from dcgan.config import build_config
-    from dcgan.data import native_channels
     from dcgan.distributed import default_device
     from dcgan.errors import ConfigError
     from dcgan.plan import ModelShape, PlanChoice, forced_by, machine, select_plan
@@ -48,7 +52,7 @@ def run_tune(args: argparse.Namespace) -> int:
         device = torch.device(args.device) if args.device else default_device()
     except RuntimeError:
         raise ConfigError(f"--device must be cpu, cuda or cuda:N, got {args.device!r}.") from None
-    shape = ModelShape.of(config, config.channels or native_channels(config.data))
+    shape = ModelShape.of(config, trained_channels(config, given_data=args.data is not None))
     choice = select_plan(shape, device, forced_by(config), retune=True, prune=not args.all)
     assert isinstance(choice, PlanChoice)  # select_plan returns None only when told not to measure
     if args.json:
@@ -80,3 +84,15 @@ def run_tune(args: argparse.Namespace) -> int:
             verdict = "busy: provisional" if load.busy else "quiet enough to keep"
             print(f"Load while measuring: {load}, leaving {load.share:.0%} of the CPU its threads needed ({verdict}).")
     return 0
+
+
+def trained_channels(config: TrainConfig, given_data: bool) -> int:
+    """The channels `dcgan train` with this config would train in: `--channels`, else a named set's own, else (a
+    folder given with --data) one when every image is grey, as the Trainer decides (`dcgan.data.as_trained`). The
+    folder is decoded for that, into the cache the run then reads."""
+    from dcgan.data import as_trained, load_images, native_channels, registry
+
+    if config.channels or not given_data or registry.find(config.data) is not None:
+        return int(config.channels or native_channels(config.data))
+    data = load_images(config.data, root=config.data_root, image_size=config.image_size)
+    return as_trained(data, None).channels
