@@ -469,3 +469,19 @@ def test_conditional_sample_grids_draw_each_latent_in_every_class(
     z, labels, nrow = class_grid(torch.arange(64.0)[:, None], 10)  # ten classes: one latent a row
     assert nrow == 10 and z[:, 0].tolist() == [i // 10 for i in range(60)]
     assert labels.tolist() == [i % 10 for i in range(60)]
+
+
+@pytest.mark.parametrize("ema", [0.0, 0.9], ids=["raw", "ema"])
+def test_step_zero_checkpoint_draws_what_the_trainer_would(tmp_path: Path, ema: float) -> None:
+    """Step 0's checkpoint leaves the batchnorm re-estimation to whoever opens it (a second saved at a 64x64 run's
+    start); opened, it draws what the Trainer's own sampling copy at step 0 draws."""
+    config = tiny_config(steps=4, ema=ema, keep_checkpoints=10)
+    trainer = Trainer(config, tmp_path / "run", data=shapes_data(), progress=False)
+    expected = trainer.sampling_generator()
+    trainer.fit()
+    zero = Run.open(RunFolder(tmp_path / "run").checkpoint(0))
+    assert zero.step == 0 and zero.state["generator_eval"] is None
+    assert Run.open(tmp_path / "run").state["generator_eval"] is not None, "later checkpoints carry their copy"
+    z = torch.rand(16, config.nz, 1, 1) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(zero.generator()(z), expected(z), atol=1e-5, rtol=1e-4)

@@ -197,14 +197,15 @@ def make_checkpoint(
     steps_per_epoch: int,
     generator: Generator,
     generator_ema: Generator | None,
-    generator_eval: Generator,
+    generator_eval: Generator | None,
     discriminator: Discriminator,
     training: dict[str, Any],
 ) -> dict[str, Any]:
     """The dict a checkpoint file holds.
 
     Args:
-        generator_eval: what sampling uses (G, or its EMA, with batchnorm statistics re-estimated).
+        generator_eval: what sampling uses (G, or its EMA, with batchnorm statistics re-estimated); None leaves
+            the re-estimation to whoever opens the checkpoint (`Run.generator`).
         training: the resume state: `opt_g`, `opt_d`, `scaler`, `noise_rng`, `rng` (see TRAINING_STATE) and
             optionally `nan_retries`, `best_value`.
 
@@ -230,7 +231,7 @@ def make_checkpoint(
         "channels": channels,
         "generator": generator.state_dict(),
         "generator_ema": generator_ema.state_dict() if generator_ema is not None else None,
-        "generator_eval": generator_eval.state_dict(),
+        "generator_eval": generator_eval.state_dict() if generator_eval is not None else None,
         "discriminator": discriminator.state_dict(),
         "step": step,
         "epoch": step // steps_per_epoch,

@@ -199,9 +199,12 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------- checkpoints
     def _snapshot(self) -> dict[str, Any]:
+        # Step 0's checkpoint is there to roll back to, and is not sampled from: re-estimating its batchnorm
+        # statistics (a second of a 64x64 run's start) is left to whoever opens it, as for older checkpoints.
+        sampling = self.sampling_generator() if self.step else None
         return runs.make_checkpoint(
             config=self.config, channels=self.channels, step=self.step, steps_per_epoch=self.steps_per_epoch,
-            generator=self.G, generator_ema=self.G_ema, generator_eval=self.sampling_generator(),
+            generator=self.G, generator_ema=self.G_ema, generator_eval=sampling,
             discriminator=self.D,
             training={
                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "scaler": self.scaler.state_dict(),

@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.fft import dctn
 
 LUMA = (0.299, 0.587, 0.114)
 
@@ -30,6 +29,8 @@ def dhash(images: np.ndarray | torch.Tensor) -> np.ndarray:
 
 def phash(images: np.ndarray | torch.Tensor) -> np.ndarray:
     """uint8 images (N, C, H, W) -> packed 64-bit DCT hashes (N, 8) uint8."""
+    from scipy.fft import dctn  # here, not at the top: importing scipy.fft costs every dcgan command half a second
+
     grey = _grey(images, (32, 32))
     low = dctn(grey, type=2, axes=(1, 2), norm="ortho")[:, :8, :8].reshape(len(grey), 64)
     median = np.median(low[:, 1:], axis=1, keepdims=True)  # the DC term (overall brightness) left out
