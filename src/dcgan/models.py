@@ -300,11 +300,12 @@ def recalibrate_batchnorm(
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # cumulative average
-    for _ in range(batches):
-        z = sample_prior(batch_size, generator.nz, prior or generator.prior, noise, device)
-        # A conditional G is re-estimated on every class equally: the labels cycle through the classes.
-        labels = torch.arange(batch_size, device=device) % generator.num_classes if generator.num_classes else None
-        generator(z, labels)
+    with torch.no_grad():
+        for _ in range(batches):
+            z = sample_prior(batch_size, generator.nz, prior or generator.prior, noise, device)
+            # A conditional G is re-estimated on every class equally: the labels cycle through the classes.
+            labels = torch.arange(batch_size, device=device) % generator.num_classes if generator.num_classes else None
+            generator(z, labels)
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
     return generator.eval()

@@ -132,6 +132,46 @@ def test_folder_is_recursive_and_skips_undecodable_files(tmp_path: Path) -> None
     assert any("corrupt.jpg" in s for s in data.skipped)
 
 
+def _smooth(size: int, channels: int) -> np.ndarray:
+    """A photo-like image (smooth gradients and a disc) that JPEG keeps recognisable."""
+    y, x = np.mgrid[0:size, 0:size] / size
+    planes = [x * 200, y * 180 + 40 * ((x - 0.5) ** 2 + (y - 0.5) ** 2 < 0.1), (x + y) * 100]
+    return np.stack(planes[:channels], -1).squeeze().astype(np.uint8)
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_jpegs_at_the_training_size_decode_as_pillow_does(
+    tmp_path: Path, channels: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """JPEGs already at the training size take a faster decoder; every pixel must be what Pillow gives, for colour
+    and grey files read as colour or grey, progressive ones, and the larger file beside them that is scaled."""
+    Image.fromarray(_smooth(32, 3)).save(tmp_path / "colour.jpg", quality=85)
+    Image.fromarray(_smooth(32, 1)).save(tmp_path / "grey.jpg", quality=85)
+    Image.fromarray(_smooth(32, 3)[::-1]).save(tmp_path / "progressive.jpg", quality=70, progressive=True)
+    Image.fromarray(_smooth(96, 3)).save(tmp_path / "larger.jpg", quality=85)
+    import dcgan.data.folder
+
+    fast_path = dcgan.data.folder._decode_jpeg
+    taken: list[int] = []
+    monkeypatch.setattr(dcgan.data.folder, "_decode_jpeg", lambda *a: taken.append(1) or fast_path(*a))
+    fast = load_images(str(tmp_path), image_size=32, channels=channels, use_cache=False)
+    assert len(taken) == 3, "the three 32x32 files take the fast decoder, the larger one Pillow's scaling"
+    monkeypatch.setattr(dcgan.data.folder, "_jpeg_decoder", lambda: None)  # as with a torchvision without it
+    pillow = load_images(str(tmp_path), image_size=32, channels=channels, use_cache=False)
+    assert fast.files == pillow.files and len(fast) == 4
+    assert fast.images.shape == (4, channels, 32, 32)
+    assert np.array_equal(fast.images.numpy(), pillow.images.numpy())
+    assert fast.images.float().std() > 20, "not a blank decode"
+
+
+def test_a_truncated_jpeg_at_the_training_size_is_skipped(tmp_path: Path) -> None:
+    Image.fromarray(_smooth(32, 3)).save(tmp_path / "whole.jpg", quality=90)
+    whole = (tmp_path / "whole.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(whole[: len(whole) - 40])
+    data = load_images(str(tmp_path), image_size=32, use_cache=False)
+    assert len(data) == 1 and [Path(s).name for s in data.skipped] == ["cut.jpg"]
+
+
 def test_folder_centre_crops_to_square(tmp_path: Path) -> None:
     wide = np.zeros((20, 60, 3), dtype=np.uint8)
     wide[:, 20:40] = 255  # a white band in the centre third
