@@ -485,3 +485,30 @@ def test_step_zero_checkpoint_draws_what_the_trainer_would(tmp_path: Path, ema: 
     z = torch.rand(16, config.nz, 1, 1) * 2 - 1
     with torch.no_grad():
         torch.testing.assert_close(zero.generator()(z), expected(z), atol=1e-5, rtol=1e-4)
+
+
+def test_flip_mirrors_a_fresh_half_of_each_epochs_images_and_resumes_exactly(tmp_path: Path) -> None:
+    data = shapes_data()
+    stored = data.images.clone()
+    plain = Trainer(tiny_config(steps=16), tmp_path / "plain", data=data, progress=False)
+    flipped = Trainer(tiny_config(steps=16, flip=True), tmp_path / "flip", data=data, progress=False)
+    mirrored_by_epoch = []
+    for epoch in range(2):  # 256 images, 32 a batch: 8 steps an epoch
+        mirrored = torch.zeros(len(data), dtype=torch.bool)
+        for step in range(epoch * 8, epoch * 8 + 8):
+            index = plain._batch_index(step)
+            assert torch.equal(flipped._batch_index(step), index), "--flip keeps the data order"
+            a, b = plain.real_batch(step), flipped.real_batch(step)
+            same = (a == b).flatten(1).all(1)
+            mirror = (a.flip(-1) == b).flatten(1).all(1)
+            assert bool((same | mirror).all()), "each image is itself or its mirror image"
+            mirrored[index] = mirror & ~same
+        assert 0.35 < mirrored.float().mean() < 0.65
+        mirrored_by_epoch.append(mirrored)
+    assert not torch.equal(*mirrored_by_epoch), "each epoch mirrors its own half"
+    assert torch.equal(data.images, stored), "the data set itself is left as it was"
+    # a run with --flip stopped mid-epoch 2 and resumed ends where an uninterrupted one does
+    train_tiny(tmp_path / "full", steps=20, flip=True)
+    train_tiny(tmp_path / "part", steps=11, checkpoint_every=11, flip=True)
+    train(tiny_config(steps=20, flip=True), tmp_path / "part", resume=True, data=shapes_data(), progress=False)
+    _assert_bitwise_equal(tmp_path / "full", tmp_path / "part")

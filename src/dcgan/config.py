@@ -71,6 +71,9 @@ class TrainConfig:
     keep_checkpoints: int = 3
     max_nan_retries: int = 3
     ema: float = 0.0  # decay of an exponential moving average of G's weights; 0 = off
+    # Mirror a random half of the real images left-right, drawn anew each epoch: a set whose mirror images are as
+    # real (faces, rooms) shows D twice the views. The paper does not; digits and text must not.
+    flip: bool = False
     # Sampling and evaluation draw from a mixture of G's newest `snapshots` snapshots, taken every `snapshot_every`
     # steps in the last quarter of the run (1: the checkpoint's G alone). G keeps moving its samples between the
     # data's modes; the mixture evens out the swings (dcgan.mixture; faces: every group but one within 0.75-1.33x).

@@ -174,7 +174,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.noise = torch.Generator(self.device).manual_seed(config.seed + 1)
         self.fixed_z = sample_prior(NUM_FIXED, config.nz, config.prior, torch.Generator().manual_seed(config.seed + 2))
-        self._order: tuple[int, torch.Tensor] | None = None  # the current epoch and its data order
+        self._order: tuple[int, torch.Tensor, torch.Tensor | None] | None = None  # an epoch, its order and mirrors
         self.step = 0
         self.best = BestCheckpoint(config, self.channels, self.folder.best)
         self.rollback = NanRollback(
@@ -311,14 +311,23 @@ class Trainer:
         permutation (the epoch's order is kept, as images and labels both ask for it)."""
         epoch, index = divmod(step, self.steps_per_epoch)
         if self._order is None or self._order[0] != epoch:
-            seed = self.config.seed * 7919 + epoch
-            self._order = epoch, torch.randperm(len(self.data), generator=torch.Generator().manual_seed(seed))
+            noise = torch.Generator().manual_seed(self.config.seed * 7919 + epoch)
+            order = torch.randperm(len(self.data), generator=noise)
+            # Which images the epoch mirrors: drawn after the order, so a run without --flip keeps its old order.
+            mirrored = torch.rand(len(self.data), generator=noise) < 0.5 if self.config.flip else None
+            self._order = epoch, order, mirrored
         batch = self._order[1][index * self.config.batch_size : (index + 1) * self.config.batch_size]
         return batch[self.dist.rank :: self.dist.world].sort().values
 
     def real_batch(self, step: int) -> torch.Tensor:
-        """This rank's share of the global batch for `step`: a slice of the epoch's seeded permutation."""
-        pixels = self.data.images[self._batch_index(step)]
+        """This rank's share of the global batch for `step`: a slice of the epoch's seeded permutation, with the
+        epoch's chosen half mirrored under --flip (per image and epoch, so every rank and a resume agree)."""
+        index = self._batch_index(step)
+        pixels = self.data.images[index]
+        mirrored = self._order[2] if self._order is not None else None
+        if mirrored is not None:
+            flip = mirrored[index]
+            pixels[flip] = pixels[flip].flip(-1)
         if self.device.type == "cuda":
             pixels = pixels.pin_memory().to(self.device, non_blocking=True)
         # uint8 -> [-1, 1] on the fly: the data stays 4x smaller than float in memory.

@@ -93,6 +93,7 @@ SWITCHES = {
     "--download": ("download", "fetch a missing standard data set with torchvision (needs internet)"),
     "--compile": ("compile", "torch.compile G and D (minutes of warm-up; the plan's other switches are timed eager)"),
     "--deterministic": ("deterministic", "use deterministic algorithms only"),
+    "--flip": ("flip", "mirror a random half of the real images left-right each epoch (faces, rooms; not digits)"),
     "--sync-batchnorm": ("sync_batchnorm", "SyncBatchNorm across processes under torchrun"),
 }
 
