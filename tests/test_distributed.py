@@ -531,7 +531,7 @@ def test_a_full_disk_during_a_ddp_checkpoint_stops_every_rank_with_one_sentence(
         ), errors[0]
         assert "MB free and a checkpoint needs about " in errors[0], errors[0]
         assert "; the previous checkpoints are intact; " in errors[0], errors[0]
-        assert errors[0].endswith(f"dcgan train --out {out} --resume continues from the newest."), errors[0]
+        assert errors[0].endswith(f"dcgan train --out {out} --resume continues from the newest checkpoint."), errors[0]
     on_disk = sorted(p.name for p in (out / "checkpoints").iterdir())
     assert on_disk == ["step-00000000.pt", "step-00000002.pt"], "the two good checkpoints and no temporary file"
     assert ckpt.load(out)["step"] == 2

@@ -251,10 +251,7 @@ class Trainer:
         try:
             path = ckpt.atomic_save(self._snapshot(), self.folder.checkpoint(self.step))
         except CheckpointError as exc:
-            raise CheckpointError(
-                f"{str(exc).rstrip('.')}; once there is room, dcgan train --out {self.out} --resume continues "
-                "from the newest."
-            ) from exc
+            raise self._with_resume_hint(exc) from exc
         self.folder.prune(self.config.keep_checkpoints)
         return path
 
@@ -266,9 +263,14 @@ class Trainer:
         try:
             return self.folder.save_snapshot(self.step, generator, self.config.snapshots)
         except CheckpointError as exc:
-            raise CheckpointError(
-                f"{str(exc).rstrip('.')}; once there is room, dcgan train --out {self.out} --resume continues."
-            ) from exc
+            raise self._with_resume_hint(exc) from exc
+
+    def _with_resume_hint(self, exc: CheckpointError) -> CheckpointError:
+        """A failed write (a full disk) said with what to do once it is mended: what was saved is intact."""
+        return CheckpointError(
+            f"{str(exc).rstrip('.')}; once there is room, dcgan train --out {self.out} --resume continues from the "
+            "newest checkpoint."
+        )
 
     def sampling_generator(self) -> Generator:
         """What samples, evaluations and `load_generator` use: a copy of G (its EMA when on) in eval mode with

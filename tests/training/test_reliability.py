@@ -27,7 +27,7 @@ from PIL import Image
 
 from dcgan.checkpoint import list_checkpoints, load
 from dcgan.cli import main
-from dcgan.errors import ConfigError
+from dcgan.errors import CheckpointError, ConfigError
 from dcgan.models import Generator
 from dcgan.train import Trainer, train
 from tests.conftest import shapes_data, tiny_config, train_tiny
@@ -153,6 +153,36 @@ def test_a_full_disk_for_sample_grids_and_log_lines_only_warns(tmp_path: Path, m
     assert any("sample grid" in m for m in messages), messages
     assert any("metrics.jsonl" in m for m in messages), messages
     assert not list((out / "samples").glob("*.png")) and not (out / "metrics.jsonl").exists()
+
+
+def test_a_full_disk_for_a_snapshot_stops_with_the_resume_hint_and_keeps_the_checkpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Row "full disk while saving", for G's snapshots: one sentence that says how to go on, exit 2, and the
+    checkpoints written before are whole."""
+    from dcgan.run import RunFolder
+
+    real = RunFolder.save_snapshot
+
+    def full(self: RunFolder, step: int, *args: Any, **kwargs: Any) -> Path:
+        if step >= 4:
+            raise CheckpointError(f"Could not write the snapshot {self.root} ({NO_SPACE}).")
+        return real(self, step, *args, **kwargs)
+
+    monkeypatch.setattr(RunFolder, "save_snapshot", full)
+    out = tmp_path / "run"
+    data = tmp_path / "images"
+    data.mkdir()
+    for i in range(40):
+        Image.fromarray(np.full((16, 16), i * 6, dtype=np.uint8)).save(data / f"{i}.png")
+    flags = ["train", "--data", str(data), "--image-size", "16", "--ngf", "8", "--ndf", "8", "--nz", "8",
+             "--batch-size", "8", "--steps", "8", "--checkpoint-every", "2", "--snapshot-every", "2",
+             "--precision", "fp32", "--out", str(out), "--no-progress"]  # fmt: skip
+    assert main(flags) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and NO_SPACE in err, err
+    assert err.endswith(f"dcgan train --out {out} --resume continues from the newest checkpoint."), err
+    assert load(out)["step"] == 2, "the checkpoints before the failed snapshot are intact"
 
 
 # ------------------------------------------------------------------------------------------- Ctrl-C twice
