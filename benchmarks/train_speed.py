@@ -21,6 +21,7 @@ the OS's first read of them.
     python benchmarks/train_speed.py                 # the paper's 64x64 setup and 32x32, every option
     python benchmarks/train_speed.py --sizes 64 --steps 10 --compile
     python benchmarks/train_speed.py --end-to-end ../shared/data/faces/utkface64
+    python benchmarks/train_speed.py --end-to-end ../shared/data/faces/utkface64 --end-to-end-rounds 3
     python benchmarks/train_speed.py --end-to-end ../shared/data/faces/utkface64 --end-to-end-limit 256  # a check
 """
 
@@ -31,6 +32,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -283,61 +285,86 @@ def timed_run(command: list[str], log: Path, checkpoints: Path, env: dict[str, s
     return {"seconds": last - started, "exit_seconds": ended - started}
 
 
-def end_to_end(folder: Path, work: Path) -> list[list[str]]:
-    """One epoch of `folder` from the command line: the reference, then dcgan with a cold and a warm decode cache."""
+def end_to_end(folder: Path, work: Path, rounds: int = 1) -> list[list[str]]:
+    """One epoch of `folder` from the command line: the reference, then dcgan with a cold and a warm decode cache,
+    `rounds` times in turn; each row gives the median seconds and every round's ratio to that round's reference."""
     from dcgan.data.cache import cache_dir
-    from dcgan.run import RunFolder
 
     files = image_files(folder)
     for file in files:  # the OS's first read of the files is paid here, by neither side
         file.read_bytes()
-    reference_out = work / "reference"
-    reference = [sys.executable, str(BENCHMARKS / "reference_dcgan.py"), "--dataroot", str(folder),
-                 "--outf", str(reference_out), "--niter", "1"]  # fmt: skip
-    cache = work / "dcgan-cache"  # empty of data; this machine's plans, as a user's first run of this folder has
-    cache.mkdir(parents=True)
-    for name in ("plans.json", "inference.json"):
-        if (cache_dir() / name).exists():
-            shutil.copy(cache_dir() / name, cache / name)
-    env = {**os.environ, "DCGAN_CACHE": str(cache)}
+    labels = {"reference": "reference: pytorch/examples dcgan/main.py (reference_dcgan.py --niter 1; batch 64, 2 workers)",
+              "dcgan-cold": "empty decode cache", "dcgan-warm": "folder already decoded and cached"}  # fmt: skip
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in labels}
+    plans: dict[str, str] = {}
+    for round_ in range(rounds):
+        here = work / f"round-{round_ + 1}"
+        reference_out = here / "reference"
+        reference = [sys.executable, str(BENCHMARKS / "reference_dcgan.py"), "--dataroot", str(folder),
+                     "--outf", str(reference_out), "--niter", "1"]  # fmt: skip
+        cache = here / "dcgan-cache"  # empty of data; this machine's plans, as a user's first run of this folder has
+        cache.mkdir(parents=True)
+        for name in ("plans.json", "inference.json"):
+            if (cache_dir() / name).exists():
+                shutil.copy(cache_dir() / name, cache / name)
+        env = {**os.environ, "DCGAN_CACHE": str(cache)}
 
-    def dcgan(name: str) -> list[str]:
-        # --paper: D as wide as G, the reference's networks, so the wall-clocks compare the same work
-        return [sys.executable, "-m", "dcgan", "train", "--data", str(folder), "--image-size", "64", "--epochs", "1",
-                "--paper", "--out", str(work / name)]  # fmt: skip
+        def dcgan(name: str, here: Path = here) -> list[str]:
+            # --paper: D as wide as G, the reference's networks, so the wall-clocks compare the same work
+            return [sys.executable, "-m", "dcgan", "train", "--data", str(folder), "--image-size", "64",
+                    "--epochs", "1", "--paper", "--out", str(here / name)]  # fmt: skip
 
-    print(f"end to end, one epoch of {folder} ({len(files):,} images), each timed from its launch to its last "
-          f"checkpoint:\n  {' '.join(reference)}\n  DCGAN_CACHE={cache} {' '.join(dcgan('dcgan-cold'))}\n"
-          f"  then the same with the folder cached (--out {work / 'dcgan-warm'})", file=sys.stderr, flush=True)  # fmt: skip
-    runs = [
-        ("reference: pytorch/examples dcgan/main.py (reference_dcgan.py --niter 1; batch 64, 2 workers)",
-         timed_run(reference, reference_out / "log.txt", reference_out), len(files)),
-    ]  # fmt: skip
-    for name, label in (("dcgan-cold", "empty decode cache"), ("dcgan-warm", "folder already decoded and cached")):
-        out = work / name
-        result = timed_run(dcgan(name), work / f"{name}.log", out / "checkpoints", env)
-        config = out / "config.json"
-        images = 0
-        if "error" not in result and config.exists():
-            batch = json.loads(config.read_text())["batch_size"]
-            steps = int(RunFolder(out).list_checkpoints()[-1].stem.split("-")[1])  # step-00000076.pt
-            images = steps * batch
-        log = (work / f"{name}.log").read_text(errors="replace").splitlines()
-        plan = next((line.split(": ", 1)[1].split(" (")[0] for line in log if line.startswith("Execution plan")), "")
-        runs.append((f"dcgan train --epochs 1, {label} ({plan or 'plan not printed'})", result, images))
-        print(f"  {name}: {result}", file=sys.stderr, flush=True)
+        if round_ == 0:
+            print(f"end to end, one epoch of {folder} ({len(files):,} images), each timed from its launch to its "
+                  f"last checkpoint, {rounds} round(s):\n  {' '.join(reference)}\n  DCGAN_CACHE={cache} "
+                  f"{' '.join(dcgan('dcgan-cold'))}\n  then the same with the folder cached (--out "
+                  f"{here / 'dcgan-warm'})", file=sys.stderr, flush=True)  # fmt: skip
+        result = timed_run(reference, reference_out / "log.txt", reference_out)
+        results["reference"].append({**result, "images": len(files)})
+        print(f"  round {round_ + 1} reference: {result}", file=sys.stderr, flush=True)
+        for name in ("dcgan-cold", "dcgan-warm"):
+            result = timed_run(dcgan(name), here / f"{name}.log", here / name / "checkpoints", env)
+            results[name].append({**result, "images": _images_trained(here / name) if "error" not in result else 0})
+            log = (here / f"{name}.log").read_text(errors="replace").splitlines()
+            plan = next(
+                (line.split(": ", 1)[1].split(" (")[0] for line in log if line.startswith("Execution plan")), ""
+            )
+            plans[name] = plans.get(name) or plan
+            print(f"  round {round_ + 1} {name}: {result}", file=sys.stderr, flush=True)
     rows = []
-    baseline = None
-    for label, result, images in runs:
-        if "error" in result:
-            rows.append(["64x64", f"end to end, {label}", "failed: " + result["error"], "", "", "", ""])
+    for name, label in labels.items():
+        failed = [r["error"] for r in results[name] if "error" in r]
+        if failed:
+            rows.append(["64x64", f"end to end, {label}", "failed: " + failed[0], "", "", "", ""])
             continue
-        rate = images / result["seconds"]
-        baseline = baseline or rate
-        label = (f"end to end, {label}: {result['seconds']:.1f} s to the last checkpoint "
-                 f"({result['exit_seconds']:.1f} s to exit), {images:,} images")  # fmt: skip
-        rows.append(["64x64", label, f"{rate:.1f}", f"{rate / baseline:.2f}x", "", "", ""])
+        seconds = statistics.median(r["seconds"] for r in results[name])
+        exits = statistics.median(r["exit_seconds"] for r in results[name])
+        images = results[name][0]["images"]
+        ratios = [
+            (r["images"] / r["seconds"]) / (ref["images"] / ref["seconds"])
+            for r, ref in zip(results[name], results["reference"])
+            if "error" not in ref
+        ]
+        if name != "reference":
+            label = f"dcgan train --epochs 1, {label} ({plans.get(name) or 'plan not printed'})"
+        label = (f"end to end, {label}: {seconds:.1f} s to the last checkpoint ({exits:.1f} s to exit), {images:,} "
+                 f"images" + (f"; median of {rounds}: " + ", ".join(f"{s['seconds']:.1f}" for s in results[name])
+                              + " s" if rounds > 1 else ""))  # fmt: skip
+        by_round = ", ".join(f"{x:.2f}x" for x in ratios)
+        ratio = f"{statistics.median(ratios):.2f}x" + (f" ({by_round})" if rounds > 1 else "")
+        rows.append(["64x64", label, f"{images / seconds:.1f}", ratio, "", "", ""])
     return rows
+
+
+def _images_trained(out: Path) -> int:
+    """Steps times batch of the run in `out`, from its config and newest checkpoint's name."""
+    from dcgan.run import RunFolder
+
+    config = out / "config.json"
+    if not config.exists() or not RunFolder(out).list_checkpoints():
+        return 0
+    batch = json.loads(config.read_text())["batch_size"]
+    return int(RunFolder(out).list_checkpoints()[-1].stem.split("-")[1]) * batch  # step-00000076.pt
 
 
 def print_table(rows: list[list[str]]) -> None:
@@ -361,6 +388,8 @@ def main() -> None:
                         help="instead: one epoch of this image folder from the command line, dcgan against the "
                              "reference")  # fmt: skip
     parser.add_argument("--end-to-end-limit", type=int, metavar="N", help="only the first N images of the folder")
+    parser.add_argument("--end-to-end-rounds", type=int, default=1, metavar="N",
+                        help="run the three N times in turn and give medians (the spread between runs is seconds)")  # fmt: skip
     parser.add_argument("--end-to-end-out", type=Path, metavar="DIR",
                         help="keep the runs here (default: a temporary folder, removed afterwards)")  # fmt: skip
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -385,7 +414,7 @@ def main() -> None:
             if args.end_to_end_limit is not None:
                 folder = first_images(folder, args.end_to_end_limit, work / "data")
             print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f}\n")
-            print_table(end_to_end(folder.resolve(), work.resolve()))
+            print_table(end_to_end(folder.resolve(), work.resolve(), args.end_to_end_rounds))
         finally:
             if args.end_to_end_out is None:
                 shutil.rmtree(work, ignore_errors=True)
