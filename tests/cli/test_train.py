@@ -68,6 +68,23 @@ def test_d_width_defaults_to_half_gs_at_64x64_unless_given_or_paper(flags: list[
     assert config_from_args(build_parser().parse_args(["train", *flags])).ndf == ndf
 
 
+@pytest.mark.parametrize(
+    ("flags", "flip"),
+    [
+        ([], False),  # the default job: digits are not mirrored
+        (["--data", "faces", "--image-size", "64"], False),  # a folder: nothing known about it
+        (["--data", "faces", "--image-size", "64", "--flip"], True),
+        (["--preset", "faces64", "--data", "faces"], True),  # the face presets mirror
+        (["--preset", "celeba64"], True),
+        (["--preset", "faces64", "--data", "faces", "--no-flip"], False),
+        (["--preset", "faces64", "--data", "faces", "--paper"], False),  # the paper does not mirror
+        (["--preset", "faces64", "--data", "faces", "--paper", "--flip"], True),
+    ],
+)
+def test_faces_are_mirrored_by_their_presets_unless_no_flip_or_paper(flags: list[str], flip: bool) -> None:
+    assert config_from_args(build_parser().parse_args(["train", *flags])).flip is flip
+
+
 def test_paper_cannot_change_a_resumed_runs_widths(tiny_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     before = _files(tiny_run)
     assert main(["train", "--out", str(tiny_run), "--resume", "--paper"]) == 2

@@ -93,7 +93,6 @@ SWITCHES = {
     "--download": ("download", "fetch a missing standard data set with torchvision (needs internet)"),
     "--compile": ("compile", "torch.compile G and D (minutes of warm-up; the plan's other switches are timed eager)"),
     "--deterministic": ("deterministic", "use deterministic algorithms only"),
-    "--flip": ("flip", "mirror a random half of the real images left-right each epoch (faces, rooms; not digits)"),
     "--sync-batchnorm": ("sync_batchnorm", "SyncBatchNorm across processes under torchrun"),
 }
 
@@ -111,7 +110,10 @@ def register(sub: Any) -> None:
     for flag, (_, text) in SWITCHES.items():
         p.add_argument(flag, action="store_true", default=None, help=text)
     p.add_argument("--paper", action="store_true",
-                   help="the paper's setup as pytorch/examples builds it: D as wide as G (unless --ndf is given)")  # fmt: skip
+                   help="the paper's setup as pytorch/examples builds it: D as wide as G (unless --ndf is given), "
+                        "no mirrored images (unless --flip is given)")  # fmt: skip
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="mirror a random half of the real images left-right each epoch (faces, rooms; not digits)")  # fmt: skip
     p.add_argument("--conditional", action=argparse.BooleanOptionalAction, default=None,
                    help="class-conditional G and D: the data's labels choose what G draws (`dcgan sample --class`)")  # fmt: skip
     add_plan_switches(p)
@@ -149,6 +151,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     given["channels_last"] = args.channels_last
     given["gemm_conv"] = args.gemm_conv
     given["conditional"] = args.conditional
+    given["flip"] = args.flip
     if args.resume and args.out and RunFolder(args.out).config.exists():
         if args.paper:
             raise ConfigError("--paper sets the widths a run starts with; a resumed run keeps its own.")
@@ -156,8 +159,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     else:
         preset = args.preset or (DEFAULT_PRESET if args.data is None else None)
         config = build_config(preset, **given)
-        if args.paper and args.ndf is None:
-            config = build_config(preset, **{**given, "ndf": config.ngf})
+        if args.paper:  # D as wide as G and no mirrored images, unless the flags say otherwise
+            paper = {"ndf": config.ngf if args.ndf is None else args.ndf, "flip": bool(args.flip)}
+            config = build_config(preset, **{**given, **paper})
     if args.conditioning is not None and not config.conditional:
         raise ConfigError("--conditioning says how a class-conditional model takes its label; add --conditional.")
     return config

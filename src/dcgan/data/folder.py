@@ -200,7 +200,7 @@ def _decode_file(path: Path, size: int, channels: int) -> np.ndarray | None:
         with Image.open(path) as image:
             image.draft("RGB" if channels == 3 else "L", (size, size))  # fast JPEG downscale on decode
             return pil_to_array(image, size, channels)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, RuntimeError, Image.DecompressionBombError):
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None
 
 
@@ -235,11 +235,15 @@ def _decode_jpeg(data: bytes, channels: int) -> np.ndarray | None:
     """A JPEG already at the training size, decoded by torchvision's libjpeg-turbo call: pixel for pixel what
     Pillow's path gives (both ask libjpeg for RGB, or for its luma plane where Pillow's draft asks for "L"), at
     twice the rate on 64x64 faces, where Pillow's per-image Python work rather than the decoding dominated.
-    None where this torchvision has no such call (it is deprecated for TorchCodec): Pillow decodes instead."""
+    None where this torchvision has no such call (it is deprecated for TorchCodec) or refuses the file: Pillow
+    decodes instead."""
     decode = _jpeg_decoder()
     if decode is None:
         return None
-    return decode(bytearray(data), channels)
+    try:
+        return decode(bytearray(data), channels)
+    except RuntimeError:  # what this decoder refuses, Pillow decodes or refuses itself
+        return None
 
 
 @functools.cache
