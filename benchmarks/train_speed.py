@@ -360,11 +360,10 @@ def _images_trained(out: Path) -> int:
     """Steps times batch of the run in `out`, from its config and newest checkpoint's name."""
     from dcgan.run import RunFolder
 
-    config = out / "config.json"
-    if not config.exists() or not RunFolder(out).list_checkpoints():
+    config, saved = out / "config.json", RunFolder(out).list_checkpoints()
+    if not config.exists() or not saved:
         return 0
-    batch = json.loads(config.read_text())["batch_size"]
-    return int(RunFolder(out).list_checkpoints()[-1].stem.split("-")[1]) * batch  # step-00000076.pt
+    return int(saved[-1].stem.split("-")[1]) * json.loads(config.read_text())["batch_size"]  # step-00000076.pt
 
 
 def print_table(rows: list[list[str]]) -> None:

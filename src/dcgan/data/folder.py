@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -191,13 +192,15 @@ def _decode_file(path: Path, size: int, channels: int) -> np.ndarray | None:
     from PIL import Image, UnidentifiedImageError
 
     try:
+        source: Path | io.BytesIO = path
         if path.suffix.lower() in _JPEG_SUFFIXES:
             data = path.read_bytes()
             if _jpeg_shape(data) in ((size, size, 1), (size, size, 3)):
                 array = _decode_jpeg(data, channels)
                 if array is not None:
                     return array
-        with Image.open(path) as image:
+            source = io.BytesIO(data)  # read once: Pillow takes the bytes already here
+        with Image.open(source) as image:
             image.draft("RGB" if channels == 3 else "L", (size, size))  # fast JPEG downscale on decode
             return pil_to_array(image, size, channels)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
