@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import itertools
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -301,14 +302,8 @@ def _run_chunk(jobs: list[Callable[[], np.ndarray | None]]) -> list[np.ndarray |
 
 
 def _chunks(items: Iterable[T], n: int) -> Iterator[list[T]]:
-    chunk: list[T] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == n:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+    rest = iter(items)
+    return iter(lambda: list(itertools.islice(rest, n)), [])
 
 
 def _collect(pending, images, kept, skipped, bar) -> None:  # type: ignore[no-untyped-def]
