@@ -20,6 +20,7 @@ from dcgan import checkpoint as ckpt
 from dcgan.config import TrainConfig
 from dcgan.errors import CheckpointError, ConfigError, DataError
 from dcgan.gemm_conv import use_gemm_conv
+from dcgan.mixture import SnapshotMixture
 from dcgan.models import Discriminator
 from dcgan.run import Run, RunFolder, resume_config
 from dcgan.train import NumericalFault, Trainer, dry_run, train
@@ -432,6 +433,30 @@ def test_acgan_training_teaches_d_to_name_the_classes_and_g_to_draw_them(tmp_pat
     assert (named_fake == asked).float().mean() > 0.9, "G draws the class asked for, as D reads it"
     dark = fakes[asked == 1].mean() - fakes[asked == 0].mean()
     assert dark > 0.2, "'dark' (a dark square on a bright ground) is drawn brighter overall than 'light'"
+
+
+def test_a_conditional_run_keeps_its_classes_shares_of_the_training_images(tmp_path: Path) -> None:
+    """Four light images to each dark one: the checkpoint records the mix, and G, its snapshot mixture and
+    `dcgan info` carry it (what evaluation draws its classes in); a checkpoint from before the shares were
+    recorded draws evenly, and a mix that is not one share per class summing to 1 is refused in one sentence."""
+    data = class_shapes_data()
+    uneven = data.select(torch.cat([torch.arange(0, 256, 2), torch.arange(1, 256, 8)]))  # 128 light, 32 dark
+    train(tiny_config(steps=8, conditional=True, snapshot_every=2), tmp_path / "run", data=uneven, progress=False)
+    run = Run.open(tmp_path / "run")
+    assert run.class_shares == pytest.approx((0.8, 0.2))
+    mixture = run.sampler()
+    assert isinstance(mixture, SnapshotMixture) and mixture.steps == (8, 6)
+    assert run.generator().class_shares == run.class_shares and mixture.class_shares == run.class_shares
+    assert run.describe()["class_shares"] == "80.0%, 20.0%"
+    path = run.path
+    state = ckpt.load(path)
+    assert state["class_shares"] == pytest.approx([0.8, 0.2])
+    del state["class_shares"]
+    ckpt.atomic_save(state, path)
+    assert Run.open(path).class_shares is None and Run.open(path).generator().class_shares is None
+    ckpt.atomic_save({**state, "class_shares": [0.8, 0.3]}, path)
+    with pytest.raises(CheckpointError, match=r"records its classes' shares of the training images as \[0.8, 0.3\]"):
+        Run.open(path)
 
 
 def test_conditional_training_needs_two_labelled_classes(tmp_path: Path) -> None:

@@ -43,7 +43,7 @@ class ClassGenerator(Generator):
         self.blocks = generator.blocks
         self.nz, self.image_size, self.channels = generator.nz, generator.image_size, generator.channels
         self.ngf, self.prior = generator.ngf, generator.prior
-        self.num_classes, self.conditioning, self.classes = 0, "none", ()
+        self.num_classes, self.conditioning, self.classes, self.class_shares = 0, "none", (), None
         #: The class's name (`generator.classes[label]`).
         self.class_name = generator.classes[self.label]
         self.training = generator.training  # in G's mode, so that code restoring "its" mode leaves G's as it was

@@ -57,7 +57,7 @@ class SnapshotMixture(nn.Module):
         self.steps = tuple(int(s) for s in steps)
         self.image_size, self.channels, self.nz, self.ngf = first.image_size, first.channels, first.nz, first.ngf
         self.prior, self.num_classes, self.classes = first.prior, first.num_classes, first.classes
-        self.conditioning = first.conditioning
+        self.conditioning, self.class_shares = first.conditioning, getattr(first, "class_shares", None)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         which = member_of(z, len(self.members))

@@ -140,6 +140,10 @@ class Generator(nn.Module):
         #: (a checkpoint's names replace these defaults when a run is opened).
         self.num_classes, self.conditioning = num_classes, conditioning
         self.classes: tuple[str, ...] = tuple(str(i) for i in range(num_classes))
+        #: Each class's share among the images G was trained on (a checkpoint's `class_shares`): what samples
+        #: meant to stand for the whole data set are drawn in (`dcgan.metrics.evaluate.requested_classes`).
+        #: None where unknown: the classes are then drawn evenly.
+        self.class_shares: tuple[float, ...] | None = None
         norm_classes = num_classes if conditioning in ("cbn", "projection") else 0
         widths = [ngf * m for m in _multipliers(image_size)]
         cin = nz + (num_classes if conditioning in ONE_HOT_Z else 0)

@@ -209,8 +209,9 @@ def make_checkpoint(
         training: the resume state: `opt_g`, `opt_d`, `scaler`, `noise_rng`, `rng` (see TRAINING_STATE) and
             optionally `nan_retries`, `best_value`.
 
-    A class-conditional run's checkpoint also holds `num_classes`, `conditioning` and `classes` (the names, label
-    i being classes[i]); an unconditional run's has none of them, as before conditioning existed.
+    A class-conditional run's checkpoint also holds `num_classes`, `conditioning`, `classes` (the names, label
+    i being classes[i]) and `class_shares` (each class's share among the training images, where G knows them);
+    an unconditional run's has none of them, as before conditioning existed.
     """
     missing = [k for k in TRAINING_STATE if k not in training]
     if missing:
@@ -220,6 +221,7 @@ def make_checkpoint(
             "num_classes": generator.num_classes,
             "conditioning": generator.conditioning,
             "classes": list(generator.classes),
+            **({"class_shares": list(generator.class_shares)} if generator.class_shares is not None else {}),
         }
         if generator.num_classes
         else {}
@@ -262,20 +264,26 @@ def channels_of(state: dict[str, Any], config: TrainConfig) -> int:
     return int(state.get("channels") or config.channels or 3)
 
 
-def build_models(config: TrainConfig, channels: int, classes: Sequence[str] = ()) -> tuple[Generator, Discriminator]:
+def build_models(
+    config: TrainConfig, channels: int, classes: Sequence[str] = (), class_shares: Sequence[float] | None = None
+) -> tuple[Generator, Discriminator]:
     """Fresh G and D of the shape `config` describes (the paper's initialisation); a conditional config's draw
-    and judge `classes` (their names, label i being classes[i])."""
-    return build_generator(config, channels, classes), build_discriminator(config, channels, classes)
+    and judge `classes` (their names, label i being classes[i]), G knowing their `class_shares` in the data."""
+    return build_generator(config, channels, classes, class_shares), build_discriminator(config, channels, classes)
 
 
-def build_generator(config: TrainConfig, channels: int, classes: Sequence[str] = ()) -> Generator:
-    """A fresh G of the shape `config` describes; a conditional one named `classes`."""
+def build_generator(
+    config: TrainConfig, channels: int, classes: Sequence[str] = (), class_shares: Sequence[float] | None = None
+) -> Generator:
+    """A fresh G of the shape `config` describes; a conditional one named `classes`, whose shares among the
+    training images are `class_shares` (None: unknown, drawn evenly)."""
     num_classes = len(classes) if config.conditional else 0
     g = Generator(
         config.image_size, channels, config.nz, config.ngf, config.prior, num_classes, config.model_conditioning
     )
     if num_classes:
         g.classes = tuple(classes)
+        g.class_shares = None if class_shares is None else tuple(float(x) for x in class_shares)
     return g
 
 
@@ -293,6 +301,22 @@ def classes_of(state: dict[str, Any], config: TrainConfig, where: object) -> tup
     if not isinstance(classes, list) or len(classes) != state.get("num_classes") or len(classes) < 2:
         raise CheckpointError(f"{where} is from a conditional run but does not say which classes it draws.")
     return tuple(str(c) for c in classes)
+
+
+def class_shares_of(state: dict[str, Any], classes: Sequence[str], where: object) -> tuple[float, ...] | None:
+    """Each class's share among a conditional run's training images, as its checkpoint records them; None for an
+    unconditional run, or a checkpoint written before the shares were recorded (its classes are drawn evenly)."""
+    shares = state.get("class_shares")
+    if not classes or shares is None:
+        return None
+    valid = isinstance(shares, list) and len(shares) == len(classes)
+    valid = valid and all(isinstance(x, (int, float)) and x >= 0 for x in shares) and abs(sum(shares) - 1) < 1e-6
+    if not valid:
+        raise CheckpointError(
+            f"{where} records its classes' shares of the training images as {shares!r}, not one share for each of "
+            f"its {len(classes)} classes summing to 1; it was not written by dcgan."
+        )
+    return tuple(float(x) for x in shares)
 
 
 def load_weights(module: torch.nn.Module, weights: dict[str, torch.Tensor], what: str, where: object) -> None:
@@ -325,6 +349,9 @@ class Run:
         self.channels = channels_of(state, self.config)
         #: The classes a conditional run draws (names, label i being classes[i]); () when unconditional.
         self.classes = classes_of(state, self.config, path)
+        #: Each class's share among the training images (`Generator.class_shares`); None if unconditional or
+        #: not recorded.
+        self.class_shares = class_shares_of(state, self.classes, path)
         self.device = torch.device(device)
 
     @classmethod
@@ -370,7 +397,7 @@ class Run:
             ema: the evaluation copy the run saved: the EMA weights when it kept them (`--ema`), with batchnorm
                 statistics re-estimated for the final weights. False gives the raw training weights.
         """
-        g = build_generator(self.config, self.channels, self.classes)
+        g = build_generator(self.config, self.channels, self.classes, self.class_shares)
         evaluation = self.state.get("generator_eval") if ema else None
         load_weights(g, evaluation or self.state["generator"], "generator", self.path)
         g.to(self.device)
@@ -408,7 +435,7 @@ class Run:
             state = checkpoint.read_verified(path)
             if state.get("format") != SNAPSHOT_FORMAT or "generator" not in state:
                 raise CheckpointError(f"{path} is not a dcgan snapshot of G; delete it or sample with --snapshots 1.")
-            g = build_generator(self.config, self.channels, self.classes)
+            g = build_generator(self.config, self.channels, self.classes, self.class_shares)
             load_weights(g, state["generator"], "snapshot generator", path)
             members.append(g.to(self.device).eval())
         # A mixture has a generator's attributes and call, so it goes wherever sampling takes a Generator.
@@ -437,6 +464,7 @@ class Run:
             "has_ema": self.has_ema,
             "resumable": self.resumable,
             **({"classes": ", ".join(f"{i} {name}" for i, name in enumerate(self.classes))} if self.classes else {}),
+            **({"class_shares": ", ".join(f"{x:.1%}" for x in self.class_shares)} if self.class_shares else {}),
             "config": self.config.to_dict(),
         }
 

@@ -159,7 +159,7 @@ class Trainer:
         self.config = config = dataclasses.replace(config, plan=self.plan.to_dict())  # saved with the run
 
         torch.manual_seed(config.seed)
-        self.G, self.D = runs.build_models(config, self.channels, self.classes)
+        self.G, self.D = runs.build_models(config, self.channels, self.classes, class_shares(self.data, self.classes))
         self.memory_format = self.plan.memory_format
         self.G.to(self.device).to(memory_format=self.memory_format)
         self.D.to(self.device).to(memory_format=self.memory_format)
@@ -506,6 +506,15 @@ def classes_to_draw(config: TrainConfig, data: ImageData) -> tuple[str, ...]:
     return data.classes if data.classes is not None else tuple(str(i) for i in range(count))
 
 
+def class_shares(data: ImageData, classes: tuple[str, ...]) -> tuple[float, ...] | None:
+    """Each class's share among the training images (share i for label i), which a conditional G keeps so that
+    samples meant to stand for the whole data set come in the data's mix of classes; None when unconditional."""
+    if not classes or data.labels is None:
+        return None
+    counts = torch.bincount(data.labels[data.labels >= 0], minlength=len(classes))[: len(classes)].double()
+    return tuple((counts / counts.sum()).tolist())
+
+
 def _check_classes(state: dict[str, Any], classes: tuple[str, ...], config: TrainConfig) -> None:
     """A resumed conditional run must go on with as many classes as its models were built for."""
     saved = int(state.get("num_classes", 0))
@@ -569,6 +578,7 @@ __all__ = [
     "NumericalFault",
     "TrainResult",
     "Trainer",
+    "class_shares",
     "classes_to_draw",
     "dry_run",
     "keep_freed_memory",

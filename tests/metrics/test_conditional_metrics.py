@@ -67,6 +67,40 @@ def test_samples_are_drawn_evenly_over_the_classes() -> None:
     assert torch.bincount(labels).tolist() == [3] * 5 + [2] * 5  # 25 over 10 classes: each gets 2 or 3
 
 
+def test_samples_in_a_mix_of_classes_come_in_its_shares() -> None:
+    shares = (0.538, 0.041, 0.159, 0.148, 0.114)  # UTKFace's races: white, black, asian, indian, others
+    for n in (10, 100, 1_000, 10_000):
+        counts = torch.bincount(requested_classes(n, 5, shares), minlength=5)
+        assert (counts - torch.tensor(shares) * n).abs().max() <= 3, (n, counts)
+    assert torch.equal(requested_classes(10_000, 5, shares)[:100], requested_classes(100, 5, shares))
+    assert 1 not in requested_classes(1_000, 3, (0.5, 0.0, 0.5)).tolist()  # a class with no images is not drawn
+
+
+def test_a_conditional_generator_stands_for_the_data_in_its_mix_of_classes(
+    classifier: tuple[Path, ImageData], digits16: ImageData
+) -> None:
+    """Digits with few 5-9s: a G that draws real digits of the classes asked for matches them in FID only when
+    asked in the data's mix (`class_shares`, which training records); evenly, FID counts the wrong mix against
+    it. The per-class metrics still ask n / K samples of each class."""
+    features, _ = classifier
+    assert digits16.labels is not None
+    few = (digits16.labels < 5) | (torch.arange(len(digits16.labels)) % 5 == 0)
+    uneven = digits16.select(torch.nonzero(few).flatten())
+    assert uneven.labels is not None
+    shares = torch.bincount(uneven.labels, minlength=10).double() / len(uneven.labels)
+    mixed, even = ClassCopier(uneven), ClassCopier(uneven)
+    mixed.class_shares = tuple(shares.tolist())
+    metrics = "fid,intrafid,recognised"
+    in_mix = evaluate(mixed, data=uneven, features=features, n=500, metrics=metrics)
+    evenly = evaluate(even, data=uneven, features=features, n=500, metrics=metrics)
+    assert in_mix.values["fid500"] < 0.5 * evenly.values["fid500"], (in_mix.values, evenly.values)
+    assert in_mix.values["intrafid500"] == pytest.approx(evenly.values["intrafid500"])
+    assert [row["samples"] for row in in_mix.details["recognised500"]["classes"]] == [50] * 10
+    counts = torch.tensor(in_mix.info["samples_in_mix"])
+    assert counts.sum() == 500 and (counts - shares * 500).abs().max() <= 3
+    assert "samples_in_mix" not in evenly.info
+
+
 def test_intrafid_and_recognised_see_a_class_swap_that_fid_misses(
     classifier: tuple[Path, ImageData], digits16: ImageData
 ) -> None:
@@ -225,7 +259,9 @@ def test_cli_evaluate_of_a_conditional_run(
     argv = ["evaluate", str(tiny_conditional_run), "--data", str(tmp_path / "shapes"), "--features", str(features)]
     assert main([*argv, "--n", "20", "--json", str(out), "--quiet"]) == 0
     printed = capsys.readouterr().out
-    assert "20 samples (10 of each of 2 classes)" in printed and "intrafid20: FID of each class's samples" in printed
+    # the run's training images were half light, half dark: the mix it draws its classes in for FID
+    mix = "20 samples in the training images' mix of classes (light 50.0%, dark 50.0%); 10 of each of 2 classes"
+    assert mix in printed and "intrafid20: FID of each class's samples" in printed
     record = json.loads(out.read_text())
     assert record["classes"] == ["light", "dark"] and {"intrafid20", "recognised20", "fid20"} <= set(record)
     assert [row["reference"] for row in record["intrafid20"]["classes"]] == [20, 20]

@@ -101,7 +101,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     drawn = f"{args.n:,} samples"
     if generator.num_classes:
         each, extra = divmod(args.n, generator.num_classes)
-        drawn += f" ({each:,}{f' or {each + 1:,}' if extra else ''} of each of {generator.num_classes} classes)"
+        evenly = f"{each:,}{f' or {each + 1:,}' if extra else ''} of each of {generator.num_classes} classes"
+        if generator.class_shares is None:
+            drawn += f" ({evenly})"
+        else:
+            mix = ", ".join(f"{name} {share:.1%}" for name, share in zip(generator.classes, generator.class_shares))
+            per_class = any(name.startswith(("intrafid", "recognised")) for name in result.values)
+            drawn += f" in the training images' mix of classes ({mix})" + (f"; {evenly}" if per_class else "")
     print(
         f"{run.path} (step {run.step}{', EMA generator' if ema else ''}{drawn_by(generator)}), {drawn}, seed {args.seed}"
     )

@@ -12,6 +12,7 @@ metrics read the classes: `intrafid` (FID per class against the real images of t
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,17 +152,38 @@ def recognised_table(name: str, detail: dict[str, Any], features: dict[str, Any]
     return lines
 
 
-def requested_classes(n: int, num_classes: int) -> torch.Tensor:
-    """The class each of n samples of a conditional generator is drawn with: i mod num_classes, so every class
-    gets n / num_classes samples (to within one) and sample i keeps its class whatever n is."""
-    return torch.arange(n) % num_classes
+#: The golden ratio's fractional part: the points frac((i + 0.5) * GOLDEN), i = 0 ... n - 1, fill [0, 1) about
+#: evenly for every n (a Kronecker sequence; any interval holds its length times n of them, to within a few).
+GOLDEN = (5**0.5 - 1) / 2
 
 
-def class_labels(generator: Generator, n: int) -> tuple[torch.Tensor | None, tuple[str, ...] | None]:
-    """(requested classes of n samples, the generator's class names) for a conditional G; (None, None) otherwise."""
+def requested_classes(n: int, num_classes: int, shares: Sequence[float] | None = None) -> torch.Tensor:
+    """The class each of n samples of a conditional generator is drawn with; sample i keeps its class whatever n is.
+
+    Evenly (`shares` None): i mod num_classes, so every class gets n / num_classes samples (to within one). In a
+    given mix (`shares`, e.g. each class's share of the training images, `Generator.class_shares`): [0, 1) is cut
+    into one slice per class as long as its share, and sample i gets the class whose slice holds
+    frac((i + 0.5) * GOLDEN), so each class gets its share of the n samples to within a few.
+    """
+    if shares is None:
+        return torch.arange(n) % num_classes
+    points = torch.remainder((torch.arange(n, dtype=torch.float64) + 0.5) * GOLDEN, 1.0)
+    ends = torch.tensor(list(shares), dtype=torch.float64).cumsum(0)[:-1].contiguous()
+    return torch.searchsorted(ends, points, right=True)
+
+
+def class_labels(
+    generator: Generator, n: int, *, evenly: bool = False
+) -> tuple[torch.Tensor | None, tuple[str, ...] | None]:
+    """(requested classes of n samples, the generator's class names) for a conditional G; (None, None) otherwise.
+
+    The classes come in the mix of G's training images (`Generator.class_shares`), so the samples stand for the
+    data set as a whole; evenly where that mix is unknown, or with `evenly` (for the per-class metrics).
+    """
     if not getattr(generator, "num_classes", 0):
         return None, None
-    return requested_classes(n, generator.num_classes), tuple(generator.classes)
+    shares = None if evenly else getattr(generator, "class_shares", None)
+    return requested_classes(n, generator.num_classes, shares), tuple(generator.classes)
 
 
 def generated_features(
@@ -174,15 +196,17 @@ def generated_features(
     batch_size: int = 250,
     logits: bool = False,
     keep_images: bool = False,
+    evenly: bool = False,
 ) -> tuple[Features, torch.Tensor | None]:
     """Features of n samples G(z), z the first n latents of `seed` (from `prior`, by default `generator.prior`),
-    quantised to uint8 as saved images are. A class-conditional G draws sample i in class i mod K
-    (`requested_classes`), so every class is measured equally.
+    quantised to uint8 as saved images are. A class-conditional G draws sample i in the class `class_labels`
+    gives it: in its training images' mix of classes, or with `evenly` in class i mod K, every class measured
+    equally.
 
     Returns (features, the uint8 images if `keep_images` else None).
     """
     z = latents(n, generator.nz, prior or generator.prior, seed)
-    labels, _ = class_labels(generator, n)
+    labels, _ = class_labels(generator, n, evenly=evenly)
     # a conditional G draws each class with that class fixed, in full batches; results go back to sample order
     parts: list[tuple[Generator, torch.Tensor]] = [(generator, torch.arange(n))]
     if labels is not None:
@@ -277,7 +301,9 @@ def evaluate(
             conditional generator also `intrafid` where the reference images have its classes as labels and
             `recognised` where the extractor is a classifier of its classes (`info["skipped"]` says why not).
         n: generated samples; FID and KID use every reference image, precision/recall as many as `n`. A
-            conditional generator draws n / K samples of each of its K classes.
+            conditional generator draws its classes in its training images' mix (`Generator.class_shares`)
+            for the metrics of the whole data set, and n / K samples of each of its K classes for the
+            per-class ones (`intrafid`, `recognised`; one set of samples serves both where the mix is unknown).
         features: `inception`, an extractor name or file, a loaded extractor, or None for the data's default.
         split: the reference split ("train" or "test").
         prior: the latent prior; by default the one G was trained with (`generator.prior`).
@@ -316,18 +342,33 @@ def evaluate(
                        "generator's classes)")  # fmt: skip
     generator.to(device)
     prior = prior or generator.prior
-    # G in the layout and convolution path measured fastest here, in fp32 as the extractor (`FeatureExtractor.plan`
-    # says why): the samples are then the same images to float rounding on every machine.
-    with applied(generator, generator_plan(generator, forced={"precision": "fp32"}).plan):
-        fake, _ = generated_features(
-            generator, extractor, n, prior=prior, seed=seed, batch_size=batch_size,
-            logits=any(m.needs_logits for m in chosen),
-        )  # fmt: skip
+    # A conditional G with a known mix of classes draws the whole data set's metrics in that mix and the per-class
+    # ones evenly: two sets of samples, each with the metrics it serves.
+    mixed = classes is not None and getattr(generator, "class_shares", None) is not None
+    passes = [(chosen, False)]
+    if mixed:
+        passes = [([m for m in chosen if m.needs_classes == evenly], evenly) for evenly in (False, True)]
+        passes = [(group, evenly) for group, evenly in passes if group]
+    values: dict[str, float] = {}
+    lower: dict[str, bool] = {}
     details: dict[str, Any] = {}
-    values, lower = score(fake, reference, chosen, seed=seed, details=details, labels=labels, classes=classes)
+    for group, evenly in passes:
+        # G in the layout and convolution path measured fastest here, in fp32 as the extractor
+        # (`FeatureExtractor.plan` says why): the samples are then the same images to float rounding on every machine.
+        with applied(generator, generator_plan(generator, forced={"precision": "fp32"}).plan):
+            fake, _ = generated_features(
+                generator, extractor, n, prior=prior, seed=seed, batch_size=batch_size,
+                logits=any(m.needs_logits for m in group), evenly=evenly,
+            )  # fmt: skip
+        drawn, _ = class_labels(generator, n, evenly=evenly)
+        got, directions = score(fake, reference, group, seed=seed, details=details, labels=drawn, classes=classes)
+        values |= got
+        lower |= directions
     info: dict[str, Any] = {"seed": seed, "prior": prior}
-    if classes is not None:
+    if classes is not None and labels is not None:
         info |= {"classes": list(classes), "samples_per_class": n // len(classes)}
+        if mixed:  # the whole data set's metrics: each class's samples, in the training images' mix
+            info["samples_in_mix"] = torch.bincount(labels, minlength=len(classes)).tolist()
     if skipped:
         info["skipped"] = skipped
     return Evaluation(values, n, reference.describe(), describe_extractor(extractor), lower, info, details)
