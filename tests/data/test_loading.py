@@ -180,6 +180,16 @@ def test_folder_centre_crops_to_square(tmp_path: Path) -> None:
     assert data.images.float().mean() > 200, "centre crop keeps the middle of a wide image"
 
 
+def test_a_resized_image_is_an_array_torch_may_write() -> None:
+    """`pil_to_array` copies out of Pillow's read-only buffer: torch.from_numpy on it (as the dry run does) would
+    otherwise print torch's warning about non-writable arrays to the user."""
+    from dcgan.data.transform import pil_to_array
+
+    for channels in (1, 3):
+        array = pil_to_array(Image.new("RGB", (32, 24), (10, 200, 30)), 16, channels)
+        assert array.shape == (channels, 16, 16) and array.flags.writeable
+
+
 def test_text_file_lists_images(tmp_path: Path) -> None:
     for i in range(3):
         _save_png(tmp_path / f"{i}.png", np.full((16, 16, 3), i * 50, dtype=np.uint8))

@@ -21,7 +21,7 @@ def pil_to_array(image: Any, size: int, channels: int) -> np.ndarray:
         image = image.resize((new_w, new_h), Image.Resampling.BICUBIC, reducing_gap=3.0)
     left, top = (new_w - size) // 2, (new_h - size) // 2
     image = image.crop((left, top, left + size, top + size))
-    array = np.asarray(image, dtype=np.uint8)
+    array = np.array(image, dtype=np.uint8)  # a copy: Pillow's own buffer is read-only, which torch warns about
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
 
 
