@@ -20,6 +20,7 @@ from dcgan import checkpoint as ckpt
 from dcgan.config import TrainConfig
 from dcgan.errors import CheckpointError, ConfigError, DataError
 from dcgan.gemm_conv import use_gemm_conv
+from dcgan.metrics import LeNet, evaluate, save_extractor
 from dcgan.mixture import SnapshotMixture
 from dcgan.models import Discriminator
 from dcgan.run import Run, RunFolder, resume_config
@@ -448,6 +449,13 @@ def test_a_conditional_run_keeps_its_classes_shares_of_the_training_images(tmp_p
     assert isinstance(mixture, SnapshotMixture) and mixture.steps == (8, 6)
     assert run.generator().class_shares == run.class_shares and mixture.class_shares == run.class_shares
     assert run.describe()["class_shares"] == "80.0%, 20.0%"
+    # the mixture is what `dcgan evaluate` scores: each class drawn by the members, four light to each dark
+    torch.manual_seed(0)
+    extractor = save_extractor(
+        LeNet(num_classes=2), tmp_path / "lenet2.safetensors", meta={"classes": '["light", "dark"]'}
+    )
+    result = evaluate(mixture, data=uneven, features=extractor, metrics="fid,recognised", n=40)
+    assert {"fid40", "recognised40"} <= set(result.values) and result.info["samples_in_mix"] == [32, 8]
     path = run.path
     state = ckpt.load(path)
     assert state["class_shares"] == pytest.approx([0.8, 0.2])

@@ -40,7 +40,8 @@ class ClassGenerator(Generator):
                 f"Class id {label} is out of range: this generator's classes are {class_list(generator)}."
             )
         self.generator, self.label = generator, int(label)
-        self.blocks = generator.blocks
+        # G's layers, for hooks; a mixture of snapshots (`dcgan.mixture`) has a set per member and lends none
+        self.blocks = getattr(generator, "blocks", nn.Sequential())
         self.nz, self.image_size, self.channels = generator.nz, generator.image_size, generator.channels
         self.ngf, self.prior = generator.ngf, generator.prior
         self.num_classes, self.conditioning, self.classes, self.class_shares = 0, "none", (), None
