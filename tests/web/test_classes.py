@@ -51,8 +51,8 @@ def cclient(conditional: Explorer) -> TestClient:
 
 
 def in_class(explorer: Explorer, label: int, z: Any) -> np.ndarray:
-    """What the page should show: G(z) drawn in class `label`, as uint8 pixels."""
-    return pixels(generate(ClassGenerator(explorer.generator, label), torch.as_tensor(z)))
+    """What the page should show: G(z) drawn in class `label` under the server's plan, as uint8 pixels."""
+    return pixels(generate(ClassGenerator(explorer.generator, label), torch.as_tensor(z), plan=explorer.plan))
 
 
 def test_info_lists_the_classes(cclient: TestClient, client: TestClient) -> None:
@@ -160,5 +160,6 @@ def test_a_conditional_run_is_served_with_its_classes(tiny_conditional_run: Path
     client = TestClient(create_app(explorer))
     assert client.get("/api/info").json()["classes"] == ["light", "dark"]
     answer = client.post("/api/sheet", json={"n": 3, "class": "dark"}).json()
-    want = pixels(generate(ClassGenerator(Run.open(tiny_conditional_run).generator(), 1), latents(3, 8, "uniform", 0)))
+    dark = ClassGenerator(Run.open(tiny_conditional_run).generator(), 1)
+    want = pixels(generate(dark, latents(3, 8, "uniform", 0), plan=explorer.plan))
     assert all(close(decode(src), w.repeat(3, axis=-1)) for src, w in zip(answer["images"], want))  # grey as RGB

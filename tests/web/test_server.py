@@ -74,7 +74,7 @@ def test_sheet_numbers_are_the_ones_dcgan_sample_gives(client: TestClient, explo
     answer = client.post("/api/sheet", json={"seed": 7, "n": 6}).json()
     z = latents(6, explorer.generator.nz, explorer.prior, 7)
     assert np.allclose(answer["z"], z.numpy())
-    expected = pixels(generate(explorer.generator, z))
+    expected = pixels(generate(explorer.generator, z, plan=explorer.plan))  # drawn as the server draws
     assert all(close(decode(src), want) for src, want in zip(answer["images"], expected))
     more = client.post("/api/sheet", json={"seed": 7, "start": 4, "n": 4}).json()  # "more samples" extends it
     assert np.allclose(more["z"][:2], answer["z"][4:])
@@ -100,7 +100,7 @@ def test_walk_starts_and_ends_at_the_two_samples(client: TestClient, explorer: E
     for method in ("linear", "slerp"):
         answer = client.post("/api/walk", json={"z0": z[0], "z1": z[1], "steps": 5, "method": method}).json()
         assert len(answer["images"]) == 5
-        ends = pixels(generate(explorer.generator, torch.tensor([z[0], z[1]])))
+        ends = pixels(generate(explorer.generator, torch.tensor([z[0], z[1]]), plan=explorer.plan))
         assert close(decode(answer["images"][0]), ends[0]) and close(decode(answer["images"][-1]), ends[1])
 
 
@@ -150,7 +150,8 @@ def test_upload_is_projected_into_z(client: TestClient, explorer: Explorer) -> N
         reconstruction = generate(explorer.generator, torch.tensor(body["z"]))[0].permute(1, 2, 0).numpy()
         mse = float(((reconstruction - (target / 127.5 - 1)) ** 2).mean())
         assert body["error"] == pytest.approx(mse, rel=1e-3, abs=1e-6), "the error is that of the returned z"
-        assert close(decode(body["image"]), pixels(generate(explorer.generator, torch.tensor(body["z"])))[0])
+        drawn_by_server = generate(explorer.generator, torch.tensor(body["z"]), plan=explorer.plan)
+        assert close(decode(body["image"]), pixels(drawn_by_server)[0])
         errors[name] = body["error"]
     assert errors["own"] < 0.1 * random_z_error and errors["own"] < 0.01 * errors["noise"], (errors, random_z_error)
 
