@@ -61,8 +61,11 @@ def test_train_speed_end_to_end_times_both_commands(tmp_path: Path) -> None:
     for row, a, b in zip(rows, first, second, strict=True):
         by_round = re.search(r"\| [\d.]+x \(([\d.]+)x, ([\d.]+)x\)", row)
         assert by_round, row
-        expected = [first[0] / a, second[0] / b]  # each round against its own reference's seconds
-        assert [float(x) for x in by_round.groups()] == pytest.approx(expected, rel=0.02, abs=0.01), row
+        # each round against its own reference's seconds; both are printed to 0.1 s and the ratio to 0.01, so
+        # the printed ratio lies within the bounds the rounded seconds allow
+        for printed, reference_s, own_s in zip(by_round.groups(), (first[0], second[0]), (a, b), strict=True):
+            low, high = (reference_s - 0.05) / (own_s + 0.05), (reference_s + 0.05) / (own_s - 0.05)
+            assert low - 0.005 <= float(printed) <= high + 0.005, row
     assert ratio[0] == 1.0
     assert len(list((work / "data").iterdir())) == 128, "the first 128 images, copied"
     for round_ in ("round-1", "round-2"):
