@@ -74,6 +74,9 @@ class TrainConfig:
     # Mirror a random half of the real images left-right, drawn anew each epoch: a set whose mirror images are as
     # real (faces, rooms) shows D twice the views. The paper does not; digits and text must not.
     flip: bool = False
+    # Differentiable augmentation of D's real and fake inputs (dcgan.training.augment, DiffAugment): a comma-separated
+    # choice of color, translation, cutout; "" is off, as in the paper.
+    augment: str = ""
     # Sampling and evaluation draw from a mixture of G's newest `snapshots` snapshots, taken every `snapshot_every`
     # steps in the last quarter of the run (1: the checkpoint's G alone). G keeps moving its samples between the
     # data's modes; the mixture evens out the swings (dcgan.mixture; faces: every group but one within 0.75-1.33x).
@@ -127,6 +130,12 @@ class TrainConfig:
                 raise ConfigError(
                     f"--labels-from-name must be one of {', '.join(FIELDS)}, got {self.labels_from_name!r}."
                 )
+        from dcgan.training.augment import parse_policy
+
+        try:
+            self.augment = ",".join(parse_policy(self.augment))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
         if self.precision not in PRECISIONS:
             raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}.")
         for name in ("channels_last", "gemm_conv"):

@@ -38,6 +38,7 @@ from dcgan.errors import CheckpointError, ConfigError, DataError
 from dcgan.gemm_conv import use_gemm_conv
 from dcgan.models import Generator, recalibrate_batchnorm, sample_prior
 from dcgan.plan import ModelShape, plan_for_run
+from dcgan.training.augment import augment, parse_policy, step_generator
 from dcgan.training.dry_run import DryRunReport, dry_run
 from dcgan.training.ema import update_ema
 from dcgan.training.evaluation import BestCheckpoint
@@ -370,6 +371,13 @@ class Trainer:
         # An "acgan" D also names each image's class (its columns 1..K); its cross-entropy against the class the
         # image is (real) or was drawn in (fake) joins D's loss for both batches and G's loss for the fakes.
         aux = {"classes": True} if self.config.model_conditioning == "acgan" else {}
+        # --augment: every image D sees, real or fake, goes through a fresh draw of the same differentiable
+        # transformations (the fakes' gradient to G flows through them); the draws are fixed by the seed and step.
+        policy = parse_policy(self.config.augment)
+        rng = step_generator(self.config.seed, self.step, self.dist.rank) if policy else None
+
+        def seen(x: torch.Tensor) -> torch.Tensor:
+            return augment(x, policy, rng) if rng is not None else x
 
         def loss(out: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             """(real/fake logits, loss) from D's output: BCE, plus the class cross-entropy for "acgan"."""
@@ -387,17 +395,18 @@ class Trainer:
             with self._autocast():
                 fake = self.g_train(z, *y)
                 both = () if labels is None else (torch.cat([labels, labels]),)
-                out_real, out_fake = self.d_train(torch.cat([real, fake.detach()]), *both, parts=2, **aux).chunk(2)
+                pair = torch.cat([seen(real), seen(fake.detach())])
+                out_real, out_fake = self.d_train(pair, *both, parts=2, **aux).chunk(2)
                 logits_real, loss_real = loss(out_real, ones)
                 logits_fake, loss_fake = loss(out_fake, zeros)
             scaler.scale(loss_real + loss_fake).backward()
         else:  # the same step in two forward/backward passes
             with self._autocast():
-                logits_real, loss_real = loss(self.d_train(real, *y, **aux), ones)
+                logits_real, loss_real = loss(self.d_train(seen(real), *y, **aux), ones)
             scaler.scale(loss_real).backward()
             with self._autocast():
                 fake = self.g_train(z, *y)
-                logits_fake, loss_fake = loss(self.d_train(fake.detach(), *y, **aux), zeros)
+                logits_fake, loss_fake = loss(self.d_train(seen(fake.detach()), *y, **aux), zeros)
             scaler.scale(loss_fake).backward()
         scaler.step(self.opt_d)
 
@@ -406,7 +415,7 @@ class Trainer:
         self.opt_g.zero_grad(set_to_none=True)
         self.D.requires_grad_(False)
         with self._autocast():
-            _, loss_g = loss(self.D(fake, *y, **aux), ones)
+            _, loss_g = loss(self.D(seen(fake), *y, **aux), ones)
         scaler.scale(loss_g).backward()
         self.D.requires_grad_(True)
         scaler.step(self.opt_g)

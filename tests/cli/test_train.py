@@ -85,6 +85,19 @@ def test_faces_are_mirrored_by_their_presets_unless_no_flip_or_paper(flags: list
     assert config_from_args(build_parser().parse_args(["train", *flags])).flip is flip
 
 
+@pytest.mark.parametrize(
+    ("flags", "augment"),
+    [
+        ([], ""),  # the paper's D sees the images as they are
+        (["--augment", "cutout,translation"], "translation,cutout"),
+        (["--augment", "none"], ""),
+        (["--data", "faces", "--augment", "color", "--paper"], "color"),  # given with --paper, it is kept
+    ],
+)
+def test_augment_is_off_unless_asked_for(flags: list[str], augment: str) -> None:
+    assert config_from_args(build_parser().parse_args(["train", *flags])).augment == augment
+
+
 def test_paper_cannot_change_a_resumed_runs_widths(tiny_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     before = _files(tiny_run)
     assert main(["train", "--out", str(tiny_run), "--resume", "--paper"]) == 2
@@ -95,7 +108,11 @@ def test_paper_cannot_change_a_resumed_runs_widths(tiny_run: Path, capsys: pytes
 
 @pytest.mark.parametrize(
     ("flags", "message"),
-    [(["--image-size", "48"], "power of two"), (["--data", "/no/such/folder"], "neither a data set name")],
+    [
+        (["--image-size", "48"], "power of two"),
+        (["--data", "/no/such/folder"], "neither a data set name"),
+        (["--augment", "rotate"], "--augment takes a comma-separated choice of color, translation, cutout"),
+    ],
 )
 def test_dry_run_with_a_bad_flag_is_one_sentence_and_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], message: str

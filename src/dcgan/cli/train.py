@@ -111,9 +111,12 @@ def register(sub: Any) -> None:
         p.add_argument(flag, action="store_true", default=None, help=text)
     p.add_argument("--paper", action="store_true",
                    help="the paper's setup as pytorch/examples builds it: D as wide as G (unless --ndf is given), "
-                        "no mirrored images (unless --flip is given)")  # fmt: skip
+                        "no mirrored images and no augmentation (unless --flip or --augment is given)")  # fmt: skip
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="mirror a random half of the real images left-right each epoch (faces, rooms; not digits)")  # fmt: skip
+    p.add_argument("--augment", metavar="POLICY",
+                   help="differentiable augmentation of D's real and fake images (DiffAugment): a comma-separated "
+                        "choice of color, translation, cutout, or none")  # fmt: skip
     p.add_argument("--conditional", action=argparse.BooleanOptionalAction, default=None,
                    help="class-conditional G and D: the data's labels choose what G draws (`dcgan sample --class`)")  # fmt: skip
     add_plan_switches(p)
@@ -152,6 +155,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     given["gemm_conv"] = args.gemm_conv
     given["conditional"] = args.conditional
     given["flip"] = args.flip
+    given["augment"] = args.augment
     if args.resume and args.out and RunFolder(args.out).config.exists():
         if args.paper:
             raise ConfigError("--paper sets the widths a run starts with; a resumed run keeps its own.")
@@ -160,7 +164,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         preset = args.preset or (DEFAULT_PRESET if args.data is None else None)
         config = build_config(preset, **given)
         if args.paper:  # D as wide as G and no mirrored images, unless the flags say otherwise
-            paper = {"ndf": config.ngf if args.ndf is None else args.ndf, "flip": bool(args.flip)}
+            paper = {
+                "ndf": config.ngf if args.ndf is None else args.ndf, "flip": bool(args.flip),
+                "augment": args.augment or "",
+            }  # fmt: skip
             config = build_config(preset, **{**given, **paper})
     if args.conditioning is not None and not config.conditional:
         raise ConfigError("--conditioning says how a class-conditional model takes its label; add --conditional.")
