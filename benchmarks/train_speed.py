@@ -87,6 +87,18 @@ class TutorialDiscriminator(nn.Module):
         return self.main(x).view(-1, 1).squeeze(1)
 
 
+def unwritten_run_folder() -> Path:
+    """A run folder for a Trainer that never calls fit(), so nothing is written into it: a path inside a
+    temporary directory that is removed when the process exits (no empty folders left behind in /tmp)."""
+    global _SCRATCH
+    if _SCRATCH is None:
+        _SCRATCH = tempfile.TemporaryDirectory(prefix="dcgan-bench-")
+    return Path(_SCRATCH.name) / "run"
+
+
+_SCRATCH: tempfile.TemporaryDirectory[str] | None = None
+
+
 def reference_stepper(size: int, images: torch.Tensor) -> Any:
     """The tutorial's training step, fp32, on the same data (already normalised: the reference's best case)."""
     net_g, net_d = TutorialGenerator(size), TutorialDiscriminator(size)
@@ -136,7 +148,7 @@ def dcgan_stepper(
         checkpoint_every=10**6,
     )  # fmt: skip
     data = ImageData(images, None, "bench", "train", "synthetic")
-    trainer = Trainer(config, tempfile.mkdtemp(prefix="dcgan-bench-"), data=data, progress=False)
+    trainer = Trainer(config, unwritten_run_folder(), data=data, progress=False)
     trainer.one_pass_d = one_pass_d  # D's real and fake batches in one pass (the same step as two; see train.py)
 
     def step(i: int) -> None:
@@ -233,7 +245,7 @@ def data_rate(size: int, steps: int = 50) -> float:
         None, data="bench", image_size=size, ngf=64, ndf=64, steps=10**6, precision="fp32", channels_last=True,
         gemm_conv=True,
     )  # fmt: skip
-    trainer = Trainer(config, tempfile.mkdtemp(prefix="dcgan-bench-"), data=ImageData(images, None, "b", "train", "s"))
+    trainer = Trainer(config, unwritten_run_folder(), data=ImageData(images, None, "b", "train", "s"))
     start = time.perf_counter()
     for i in range(steps):
         trainer.real_batch(i)
