@@ -158,6 +158,8 @@ class Trainer:
         self.plan = self.plan_choice.plan
         self.precision = self.plan.precision
         self.config = config = dataclasses.replace(config, plan=self.plan.to_dict())  # saved with the run
+        #: --augment's transformations of every image D sees (() when off), read once from the config.
+        self.augment_policy = parse_policy(config.augment)
 
         torch.manual_seed(config.seed)
         self.G, self.D = runs.build_models(config, self.channels, self.classes, class_shares(self.data, self.classes))
@@ -373,7 +375,7 @@ class Trainer:
         aux = {"classes": True} if self.config.model_conditioning == "acgan" else {}
         # --augment: every image D sees, real or fake, goes through a fresh draw of the same differentiable
         # transformations (the fakes' gradient to G flows through them); the draws are fixed by the seed and step.
-        policy = parse_policy(self.config.augment)
+        policy = self.augment_policy
         rng = step_generator(self.config.seed, self.step, self.dist.rank) if policy else None
 
         def seen(x: torch.Tensor) -> torch.Tensor:
