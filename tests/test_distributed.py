@@ -512,12 +512,20 @@ def test_a_full_disk_during_a_ddp_checkpoint_stops_every_rank_with_one_sentence(
     args = (2, _free_port(), argv, str(tmp_path / "cache"), str(report))
     ranks = mp.start_processes(_full_disk_rank, args=args, nprocs=2, start_method="spawn", join=False)
     deadline = time.monotonic() + 600  # a backstop: a rank left waiting would stop after --ddp-timeout 60
-    while not ranks.join(timeout=1):
+    # Each rank is waited for on its own (ProcessContext.join would terminate the other as soon as one exits
+    # non-zero, before it has written its report).
+    while any(process.is_alive() for process in ranks.processes):
         if time.monotonic() > deadline:
             for pid in ranks.pids():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             raise AssertionError("the ranks were still running after 600 s")
+        time.sleep(0.2)
+    # What a user sees is what main() returned and printed, checked below from each rank's report. A rank's process
+    # has once (in some hundred runs on 2 cores) aborted after that, at interpreter exit, in gloo's C++ teardown
+    # ("terminate called without an active exception"): tolerated here as SIGABRT after the report, nothing else.
+    exits = [process.exitcode for process in ranks.processes]
+    assert all(code in (0, -signal.SIGABRT) for code in exits), exits
     mount = out.resolve()
     while not os.path.ismount(mount):
         mount = mount.parent
