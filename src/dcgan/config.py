@@ -77,6 +77,9 @@ class TrainConfig:
     # Differentiable augmentation of D's real and fake inputs (dcgan.training.augment, DiffAugment): a comma-separated
     # choice of color, translation, cutout; "" is off, as in the paper.
     augment: str = ""
+    # Draw the real images of the named classes more or less often than the data holds them (dcgan.data.balance):
+    # "black=3" draws each black face three times as often as an image of an unnamed class; "" draws the data as is.
+    class_weights: str = ""
     # Sampling and evaluation draw from a mixture of G's newest `snapshots` snapshots, taken every `snapshot_every`
     # steps in the last quarter of the run (1: the checkpoint's G alone). G keeps moving its samples between the
     # data's modes; the mixture evens out the swings (dcgan.mixture; faces: every group but one within 0.75-1.33x).
@@ -136,6 +139,9 @@ class TrainConfig:
             self.augment = ",".join(parse_policy(self.augment))
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
+        from dcgan.data.balance import format_class_weights, parse_class_weights
+
+        self.class_weights = format_class_weights(parse_class_weights(self.class_weights))
         if self.precision not in PRECISIONS:
             raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}.")
         for name in ("channels_last", "gemm_conv"):

@@ -33,6 +33,8 @@ from dcgan import distributed
 from dcgan import run as runs
 from dcgan.config import TrainConfig
 from dcgan.data import ImageData, as_trained, load_images
+from dcgan.data.balance import draw_weights
+from dcgan.data.balance import shares as balance_shares
 from dcgan.data.folder import data_progress, examples
 from dcgan.errors import CheckpointError, ConfigError, DataError
 from dcgan.gemm_conv import use_gemm_conv
@@ -141,6 +143,8 @@ class Trainer:
             )
         distributed.check_same_data(self.data.images, self.data.labels, self.dist, self.device)
         self.channels = self.data.channels
+        #: Each image's weight in an epoch's draws under --class-weights (None: each image once per epoch).
+        self.draw_weights = draw_weights(config.class_weights, self.data)
         #: The classes a conditional run draws (label i is classes[i]); () for an unconditional run.
         self.classes = classes_to_draw(config, self.data)
         if state is not None:
@@ -310,6 +314,16 @@ class Trainer:
             return f"{line}; their list could not be written to {self.folder.skipped_files} ({exc.strerror})."
         return f"{line}; all of them are listed in {self.folder.skipped_files}."
 
+    def _draw_note(self) -> str:
+        """What --class-weights does to the draws: each class's share of them against its share of the images."""
+        assert self.draw_weights is not None and self.data.labels is not None
+        count = self.data.num_classes or 0
+        names = self.data.classes or tuple(str(i) for i in range(count))
+        drawn = balance_shares(self.draw_weights, self.data.labels, count)
+        held = balance_shares(torch.ones_like(self.draw_weights), self.data.labels, count)
+        parts = ", ".join(f"{n} {100 * d:.1f}% ({100 * h:.1f}%)" for n, d, h in zip(names, drawn, held, strict=True))
+        return f"--class-weights {self.config.class_weights}: each class's share of the draws (of the images): {parts}."
+
     # ----------------------------------------------------------------------------------------- one step
     def _batch_index(self, step: int) -> torch.Tensor:
         """Which images make this rank's share of the global batch for `step`: a slice of the epoch's seeded
@@ -317,7 +331,10 @@ class Trainer:
         epoch, index = divmod(step, self.steps_per_epoch)
         if self._order is None or self._order[0] != epoch:
             noise = torch.Generator().manual_seed(self.config.seed * 7919 + epoch)
-            order = torch.randperm(len(self.data), generator=noise)
+            if self.draw_weights is None:
+                order = torch.randperm(len(self.data), generator=noise)
+            else:  # as many draws as images, with replacement, each image as likely as its class's weight says
+                order = torch.multinomial(self.draw_weights, len(self.data), replacement=True, generator=noise)
             # Which images the epoch mirrors: drawn after the order, so a run without --flip keeps its old order.
             mirrored = torch.rand(len(self.data), generator=noise) < 0.5 if self.config.flip else None
             self._order = epoch, order, mirrored
@@ -440,6 +457,8 @@ class Trainer:
             print(self.plan_choice, flush=True)
             if self.grey_note:
                 print(self.grey_note, flush=True)
+            if self.draw_weights is not None:
+                print(self._draw_note(), flush=True)
         with (
             _gemm_conv(self.plan.gemm_conv, then=self._gemm_before),
             TrainingLog(folder, self.step, self.total_steps, writes=main, progress=self.progress) as log,

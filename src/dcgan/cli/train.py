@@ -117,6 +117,9 @@ def register(sub: Any) -> None:
     p.add_argument("--augment", metavar="POLICY",
                    help="differentiable augmentation of D's real and fake images (DiffAugment): a comma-separated "
                         "choice of color, translation, cutout, or none")  # fmt: skip
+    p.add_argument("--class-weights", metavar="CLASS=WEIGHT,...",
+                   help="draw the real images of the named classes this many times as often as an image of a class "
+                        "not named (needs labels, e.g. --labels-from-name race --class-weights black=3)")  # fmt: skip
     p.add_argument("--conditional", action=argparse.BooleanOptionalAction, default=None,
                    help="class-conditional G and D: the data's labels choose what G draws (`dcgan sample --class`)")  # fmt: skip
     add_plan_switches(p)
@@ -156,6 +159,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     given["conditional"] = args.conditional
     given["flip"] = args.flip
     given["augment"] = args.augment
+    given["class_weights"] = args.class_weights
     if args.resume and args.out and RunFolder(args.out).config.exists():
         if args.paper:
             raise ConfigError("--paper sets the widths a run starts with; a resumed run keeps its own.")

@@ -23,6 +23,7 @@ import torch
 
 from dcgan.config import TrainConfig
 from dcgan.data import ImageData, as_trained, load_images, native_channels, registry
+from dcgan.data.balance import draw_weights
 from dcgan.errors import DataError
 from dcgan.gemm_conv import use_gemm_conv
 
@@ -129,8 +130,12 @@ def dry_run(
     shape = (config.batch_size, channels, config.image_size, config.image_size)
     random_images = ImageData(torch.randint(0, 256, shape, dtype=torch.uint8, generator=noise), None, config.data,
                               "train", "random pixels")  # fmt: skip
-    if config.conditional:  # the data's classes, found without decoding a folder; random labels over them
-        classes = classes_to_draw(config, data if data is not None else _look_at_labels(config))
+    if config.conditional or config.class_weights:  # the classes, found without decoding a folder
+        labelled = data if data is not None else _look_at_labels(config)
+        draw_weights(config.class_weights, labelled)  # a name that is not a class fails here, as in the run
+        classes = labelled.classes or tuple(str(i) for i in range(labelled.num_classes or 0))
+        if config.conditional:
+            classes = classes_to_draw(config, labelled)
         random_images.labels = torch.randint(0, len(classes), shape[:1], generator=noise)
         random_images.classes = classes
     gemm_before = use_gemm_conv(True)  # the Trainer switches it process-wide; put it back after
