@@ -317,10 +317,9 @@ class Trainer:
     def _draw_note(self) -> str:
         """What --class-weights does to the draws: each class's share of them against its share of the images."""
         assert self.draw_weights is not None and self.data.labels is not None
-        count = self.data.num_classes or 0
-        names = self.data.classes or tuple(str(i) for i in range(count))
-        drawn = balance_shares(self.draw_weights, self.data.labels, count)
-        held = balance_shares(torch.ones_like(self.draw_weights), self.data.labels, count)
+        names = self.data.class_names
+        drawn = balance_shares(self.draw_weights, self.data.labels, len(names))
+        held = balance_shares(torch.ones_like(self.draw_weights), self.data.labels, len(names))
         parts = ", ".join(f"{n} {100 * d:.1f}% ({100 * h:.1f}%)" for n, d, h in zip(names, drawn, held, strict=True))
         return f"--class-weights {self.config.class_weights}: each class's share of the draws (of the images): {parts}."
 
@@ -533,7 +532,7 @@ def classes_to_draw(config: TrainConfig, data: ImageData) -> tuple[str, ...]:
     count = data.num_classes or 0
     if count < 2:
         raise DataError(f"--conditional needs at least two classes and --data {config.data} has {count}.")
-    return data.classes if data.classes is not None else tuple(str(i) for i in range(count))
+    return data.class_names
 
 
 def class_shares(data: ImageData, classes: tuple[str, ...]) -> tuple[float, ...] | None:

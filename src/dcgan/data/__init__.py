@@ -60,6 +60,12 @@ class ImageData:
             return len(self.classes)
         return int(self.labels.max()) + 1 if len(self.labels) else 0
 
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The name of each class, label i being class_names[i]: `classes` where known, else "0", "1", ...;
+        () for unlabelled images."""
+        return self.classes if self.classes is not None else tuple(str(i) for i in range(self.num_classes or 0))
+
     def select(self, index: torch.Tensor) -> ImageData:
         """The images (and labels, files) at `index`, in that order, as a new `ImageData` of the same set."""
         files = None if self.files is None else [self.files[int(i)] for i in index]

@@ -66,7 +66,7 @@ def draw_weights(text: str | None, data: ImageData) -> torch.Tensor | None:
             f"--class-weights needs labelled images and {data.source} has none: use a labelled set, a folder with "
             "one subfolder per class, or --labels-from-name gender|race|age for UTKFace-style file names."
         )
-    classes = data.classes if data.classes is not None else tuple(str(i) for i in range(data.num_classes or 0))
+    classes = data.class_names
     unknown = [name for name in weights if name not in classes]
     if unknown:
         raise DataError(

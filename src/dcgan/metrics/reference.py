@@ -155,7 +155,7 @@ def reference_features(
     reference = Reference(features, images.name, images.split, size, chans, extractor.name)
     if images.labels is not None and len(images.labels) == len(images):
         reference.labels = images.labels.long()
-        reference.classes = images.classes or tuple(str(i) for i in range(images.num_classes or 0))
+        reference.classes = images.class_names
     if groups:
         reference.groups = reference_groups(extractor, images, batch_size=batch_size, progress=progress)
     return reference

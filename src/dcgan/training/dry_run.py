@@ -133,7 +133,7 @@ def dry_run(
     if config.conditional or config.class_weights:  # the classes, found without decoding a folder
         labelled = data if data is not None else _look_at_labels(config)
         draw_weights(config.class_weights, labelled)  # a name that is not a class fails here, as in the run
-        classes = labelled.classes or tuple(str(i) for i in range(labelled.num_classes or 0))
+        classes = labelled.class_names
         if config.conditional:
             classes = classes_to_draw(config, labelled)
         random_images.labels = torch.randint(0, len(classes), shape[:1], generator=noise)
