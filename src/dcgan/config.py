@@ -80,6 +80,10 @@ class TrainConfig:
     # Draw the real images of the named classes more or less often than the data holds them (dcgan.data.balance):
     # "black=3" draws each black face three times as often as an image of an unnamed class; "" draws the data as is.
     class_weights: str = ""
+    # Steer those draws by measurement (dcgan.training.balance): every `balance_every` steps a classifier of groups
+    # (an extractor name, e.g. "cnn-utkface64-race") reads G's samples, and the groups it under-draws are drawn more.
+    balance_groups: str = ""
+    balance_every: int = 400
     # Sampling and evaluation draw from a mixture of G's newest `snapshots` snapshots, taken every `snapshot_every`
     # steps in the last quarter of the run (1: the checkpoint's G alone). G keeps moving its samples between the
     # data's modes; the mixture evens out the swings (dcgan.mixture; faces: every group but one within 0.75-1.33x).
@@ -105,7 +109,7 @@ class TrainConfig:
             raise ConfigError(f"--channels must be 1 or 3, got {self.channels}.")
         for name in (
             "nz", "ngf", "ndf", "batch_size", "log_every", "sample_every", "checkpoint_every", "snapshots",
-            "snapshot_every",
+            "snapshot_every", "balance_every",
         ):  # fmt: skip
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -142,6 +146,9 @@ class TrainConfig:
         from dcgan.data.balance import format_class_weights, parse_class_weights
 
         self.class_weights = format_class_weights(parse_class_weights(self.class_weights))
+        self.balance_groups = (self.balance_groups or "").strip()
+        if self.balance_groups and self.class_weights:
+            raise ConfigError("--class-weights and --balance-groups both set how often each class is drawn; give one.")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}.")
         for name in ("channels_last", "gemm_conv"):

@@ -41,6 +41,7 @@ from dcgan.gemm_conv import use_gemm_conv
 from dcgan.models import Generator, recalibrate_batchnorm, sample_prior
 from dcgan.plan import ModelShape, plan_for_run
 from dcgan.training.augment import augment, parse_policy, step_generator
+from dcgan.training.balance import BalanceState, GroupBalancer, format_update
 from dcgan.training.dry_run import DryRunReport, dry_run
 from dcgan.training.ema import update_ema
 from dcgan.training.evaluation import BestCheckpoint
@@ -145,6 +146,8 @@ class Trainer:
         self.channels = self.data.channels
         #: Each image's weight in an epoch's draws under --class-weights (None: each image once per epoch).
         self.draw_weights = draw_weights(config.class_weights, self.data)
+        #: --balance-groups: what sets each image's draw weight from G's measured groups (None when off).
+        self.balancer = self._balancer(config) if config.balance_groups else None
         #: The classes a conditional run draws (label i is classes[i]); () for an unconditional run.
         self.classes = classes_to_draw(config, self.data)
         if state is not None:
@@ -193,6 +196,29 @@ class Trainer:
         self.g_train, self.d_train = self._wrap(self.G), self._wrap(self.D)
         self._gemm_before = use_gemm_conv(self.plan.gemm_conv)  # last: nothing after this can fail
 
+    def _balancer(self, config: TrainConfig) -> GroupBalancer:
+        """The --balance-groups controller: the classifier loads on every rank, the images' groups are read on
+        rank 0 and handed to the others, so every rank draws the same images."""
+        from dcgan.metrics.extractors import load_features
+        from dcgan.metrics.reference import reference_groups
+
+        extractor = load_features(config.balance_groups, device=self.device)
+        groups = distributed.from_main(lambda: reference_groups(extractor, self.data), self.dist)
+        return GroupBalancer(extractor, groups, seed=config.seed + 4, name=config.balance_groups)
+
+    def _balance(self, log: TrainingLog) -> None:
+        """Read G's groups (rank 0) and put the new draw weights in force on every rank from this step on."""
+        assert self.balancer is not None
+        balancer = self.balancer
+        shares, weights = distributed.from_main(
+            lambda: balancer.update(self.step, self.sampling_generator()), self.dist
+        )
+        balancer.apply(self.step, weights)
+        if self.dist.is_main:
+            values = balancer.report(shares, weights)
+            log.row(self.step, values, group="balance")
+            log.note(format_update(self.step, balancer.classes, values))
+
     def _wrap(self, module: nn.Module) -> nn.Module:
         wrapped = module
         if self.plan.compile:
@@ -217,6 +243,7 @@ class Trainer:
                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "scaler": self.scaler.state_dict(),
                 "noise_rng": self.noise.get_state(), "rng": ckpt.rng_state(),
                 "nan_retries": self.rollback.retries, "best_value": self.best.value,
+                "balance": self.balancer.state.to_dict() if self.balancer is not None else None,
             },
         )  # fmt: skip
 
@@ -242,6 +269,9 @@ class Trainer:
         self._eval_copy = None
         self.rollback.retries = int(state.get("nan_retries", 0))
         self.best.value = state.get("best_value")
+        if self.balancer is not None:
+            self.balancer.state = BalanceState.from_dict(state.get("balance"))
+        self._order = None  # drawn again from the restored weights
 
     def save_checkpoint(self) -> Path | None:
         """Write `checkpoints/step-XXXXXXXX.pt` unless the weights are not finite; every rank calls it.
@@ -330,10 +360,13 @@ class Trainer:
         epoch, index = divmod(step, self.steps_per_epoch)
         if self._order is None or self._order[0] != epoch:
             noise = torch.Generator().manual_seed(self.config.seed * 7919 + epoch)
-            if self.draw_weights is None:
+            weights = self.draw_weights
+            if self.balancer is not None:  # the weights in force at the epoch's first step
+                weights = self.balancer.image_weights(epoch * self.steps_per_epoch)
+            if weights is None:
                 order = torch.randperm(len(self.data), generator=noise)
             else:  # as many draws as images, with replacement, each image as likely as its class's weight says
-                order = torch.multinomial(self.draw_weights, len(self.data), replacement=True, generator=noise)
+                order = torch.multinomial(weights, len(self.data), replacement=True, generator=noise)
             # Which images the epoch mirrors: drawn after the order, so a run without --flip keeps its old order.
             mirrored = torch.rand(len(self.data), generator=noise) < 0.5 if self.config.flip else None
             self._order = epoch, order, mirrored
@@ -458,6 +491,8 @@ class Trainer:
                 print(self.grey_note, flush=True)
             if self.draw_weights is not None:
                 print(self._draw_note(), flush=True)
+            if self.balancer is not None:
+                print(self.balancer.describe(cfg.balance_every), flush=True)
         with (
             _gemm_conv(self.plan.gemm_conv, then=self._gemm_before),
             TrainingLog(folder, self.step, self.total_steps, writes=main, progress=self.progress) as log,
@@ -496,6 +531,9 @@ class Trainer:
                     samples.sample(self.step, self.sampling_generator(), log)
                 if main and self.best.due(self.step, final):
                     self.best.evaluate(self.step, self.sampling_generator(), log, self._snapshot)
+                # Before the checkpoint, which then holds the weights the next epochs draw with.
+                if self.balancer is not None and self.step % cfg.balance_every == 0 and not final:
+                    self._balance(log)
                 if cfg.snapshots > 1 and self.step % cfg.snapshot_every == 0:
                     distributed.from_main(self._write_snapshot, self.dist)  # as a checkpoint: one outcome for all
                 if self.step % cfg.checkpoint_every == 0 or epoch_end or final:

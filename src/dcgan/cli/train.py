@@ -87,6 +87,18 @@ CONFIG_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
         "eval_features",
         {"metavar": "NAME|PATH", "help": "feature extractor (default: the data set's own)"},
     ),
+    "--balance-groups": (
+        "balance_groups",
+        {
+            "metavar": "EXTRACTOR",
+            "help": "every --balance-every steps, a classifier of groups (e.g. cnn-utkface64-race) reads G's samples "
+            "and the real images of the groups G draws too rarely are drawn more often",
+        },
+    ),
+    "--balance-every": (
+        "balance_every",
+        {"type": positive_int, "metavar": "N", "help": "steps between --balance-groups' readings (default 400)"},
+    ),
     "--max-nan-retries": ("max_nan_retries", {"type": non_negative_int, "help": "rollbacks on NaN before giving up"}),
 }
 SWITCHES = {

@@ -1,0 +1,167 @@
+"""`--balance-groups`: a group G draws too rarely is drawn more often from the next epoch on, by as much as the
+readings say; the weights are part of the training state (a resumed run equals an uninterrupted one); a bad
+extractor or a clash with --class-weights is one sentence."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from dcgan.cli import main
+from dcgan.config import build_config
+from dcgan.errors import ConfigError
+from dcgan.gemm_conv import use_gemm_conv
+from dcgan.metrics import extractors
+from dcgan.metrics.feature_extractor import FeatureExtractor
+from dcgan.train import Trainer, train
+from dcgan.training.balance import MAX_WEIGHT, BalanceState, next_weights
+from tests.conftest import checkpoint_weights, class_shapes_data, tiny_config
+
+
+class Brightness(FeatureExtractor):
+    """Reads `class_shapes_data`'s classes by mean brightness: "light" images (a bright square on a dark ground)
+    are mostly dark, "dark" ones mostly bright. `always` reads every image as that class instead."""
+
+    input_size, in_channels, feature_dim, num_classes = 16, 1, 2, 2
+
+    def __init__(self, always: int | None = None) -> None:
+        super().__init__()
+        self.name, self.always = "brightness", always
+        self.meta = {"format": extractors.FORMAT, "classes": json.dumps(["light", "dark"])}
+        self.scale = torch.nn.Parameter(torch.ones(()))  # a parameter, so it has a device
+
+    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = x.mean((1, 2, 3)) * self.scale
+        if self.always is not None:
+            mean = torch.full_like(mean, -1.0 if self.always == 0 else 1.0)
+        logits = torch.stack([-mean, mean], 1)
+        return logits, logits
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> dict[str, FeatureExtractor]:
+    """Extractor names the runs of a test can load: "brightness", and "all-light" which reads every image as light."""
+    known: dict[str, FeatureExtractor] = {"brightness": Brightness(), "all-light": Brightness(always=0)}
+    real = extractors.load_features
+
+    def load(spec: object, data: str | None = None, **kwargs: object) -> FeatureExtractor:
+        return known[str(spec)] if str(spec) in known else real(spec, data, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(extractors, "load_features", load)
+    return known
+
+
+def test_a_group_under_drawn_gains_weight_and_the_mean_draw_weight_stays_one() -> None:
+    target = torch.tensor([0.8, 0.2])
+    weights = next_weights([1.0, 1.0], torch.tensor([0.95, 0.05]), target)  # the second group at a quarter
+    assert weights[1] / weights[0] == pytest.approx((0.2 / 0.05) ** 0.5 / (0.8 / 0.95) ** 0.5)
+    assert 0.8 * weights[0] + 0.2 * weights[1] == pytest.approx(1.0)
+    on_target = next_weights(weights, target.clone(), target)
+    assert on_target == pytest.approx(weights), "samples in the data's shares leave the weights where they are"
+
+
+def test_weights_stay_within_bounds_and_a_group_the_data_lacks_keeps_its_weight() -> None:
+    missing = next_weights([1.0, 1.0, 1.0], torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.5, 0.5, 0.0]))
+    assert min(missing) >= 1 / MAX_WEIGHT and max(missing) <= MAX_WEIGHT
+    assert missing[0] == pytest.approx(1 / MAX_WEIGHT) and missing[1] > 1.5
+    # a group no image holds is only scaled with the others, never moved by its reading
+    mild = next_weights([1.0, 1.0, 1.0], torch.tensor([0.6, 0.3, 0.1]), torch.tensor([0.5, 0.5, 0.0]))
+    assert mild[1] / mild[2] == pytest.approx((0.5 / 0.3) ** 0.5) and mild[0] / mild[2] == pytest.approx(
+        (0.5 / 0.6) ** 0.5
+    )
+    history = BalanceState([(4, [1.0, 2.0]), (8, [0.5, 3.0])])
+    assert history.weights_at(0, 2) == [1.0, 1.0] and history.weights_at(7, 2) == [1.0, 2.0]
+    assert history.weights_at(8, 2) == [0.5, 3.0]
+    assert BalanceState.from_dict(history.to_dict()) == history
+
+
+def _drawn_dark(trainer: Trainer, steps: range) -> float:
+    assert trainer.data.labels is not None
+    index = torch.cat([trainer._batch_index(step) for step in steps])
+    return (trainer.data.labels[index] == 1).double().mean().item()
+
+
+def test_a_group_g_never_draws_is_drawn_more_from_the_next_epoch(
+    tmp_path: Path, reads: dict[str, FeatureExtractor]
+) -> None:
+    """The classifier reads every sample as light: dark (half the images) is G's missing group, so from the
+    epoch after the reading dark makes most of the draws."""
+    config = tiny_config(balance_groups="all-light", balance_every=4, steps=16)
+    trainer = Trainer(config, tmp_path / "run", data=class_shapes_data(), progress=False)
+    try:
+        trainer.fit()
+        state = trainer.balancer.state if trainer.balancer is not None else None
+        assert state is not None and [step for step, _ in state.history] == [4, 8, 12]
+        light, dark = state.weights_at(8, 2)
+        assert light == pytest.approx(1 / MAX_WEIGHT) and dark > 1.8
+        per_epoch = trainer.steps_per_epoch  # 8: the reading at step 4 counts from the epoch at step 8
+        assert _drawn_dark(trainer, range(per_epoch)) == pytest.approx(0.5, abs=0.1)
+        assert _drawn_dark(trainer, range(per_epoch, 2 * per_epoch)) > 0.85
+    finally:
+        use_gemm_conv(trainer._gemm_before)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    balance = [row for row in rows if "weight_dark" in row]
+    assert [row["step"] for row in balance] == [4, 8, 12] and balance[0]["coverage_dark"] == 0.0
+
+
+def test_a_balanced_run_resumes_to_the_same_weights_and_differs_from_a_plain_one(
+    tmp_path: Path, reads: dict[str, FeatureExtractor]
+) -> None:
+    flags = {"balance_groups": "brightness", "balance_every": 4}
+    train(tiny_config(steps=20, **flags), tmp_path / "full", data=class_shapes_data(), progress=False)
+    train(tiny_config(steps=6, checkpoint_every=6, **flags), tmp_path / "part", data=class_shapes_data(),
+          progress=False)  # fmt: skip
+    train(tiny_config(steps=20, **flags), tmp_path / "part", resume=True, data=class_shapes_data(), progress=False)
+    full, part = checkpoint_weights(tmp_path / "full"), checkpoint_weights(tmp_path / "part")
+    assert full.keys() == part.keys()
+    for name in full:
+        assert torch.equal(full[name], part[name]), name
+    histories = [
+        torch.load(folder / "checkpoints" / "step-00000020.pt", weights_only=True)["balance"]["history"]
+        for folder in (tmp_path / "full", tmp_path / "part")
+    ]
+    assert histories[0] == histories[1] and [step for step, _ in histories[0]] == [4, 8, 12, 16]
+    train(tiny_config(steps=20), tmp_path / "plain", data=class_shapes_data(), progress=False)
+    plain = checkpoint_weights(tmp_path / "plain")
+    assert any(not torch.equal(full[name], plain[name]) for name in full), "the readings change what is drawn"
+
+
+def test_a_run_says_what_it_balances(
+    tmp_path: Path, reads: dict[str, FeatureExtractor], capsys: pytest.CaptureFixture[str]
+) -> None:
+    train(tiny_config(steps=8, balance_groups="all-light", balance_every=4), tmp_path / "run",
+          data=class_shapes_data(), progress=False)  # fmt: skip
+    said = capsys.readouterr().out
+    assert (
+        "--balance-groups all-light: every 4 steps, 2,000 samples' groups set each group's draw weight (groups from "
+        "the shapes labels; their shares of the images: light 50.0%, dark 50.0%)." in said
+    )
+    assert "step 4: groups' coverage (draw weight from here): light 2.00x (weight 0.12), dark 0.00x" in said
+    assert build_config(None).balance_groups == "", "no preset balances"
+
+
+def test_balance_groups_and_class_weights_together_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r"^--class-weights and --balance-groups both set how often"):
+        build_config(class_weights="dark=2", balance_groups="brightness")
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--balance-groups", "cnn-nowhere-race"], "No feature extractor 'cnn-nowhere-race' in "),
+        (["--balance-groups", "x", "--class-weights", "a=2"], "--class-weights and --balance-groups both set"),
+    ],
+)
+@pytest.mark.parametrize("dry", [True, False])
+def test_balance_errors_are_one_sentence_and_write_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], message: str, dry: bool
+) -> None:
+    out = tmp_path / "run"
+    args = ["train", "--data", "mnist5k", "--image-size", "16", "--steps", "2", "--no-progress", "--out", str(out)]
+    assert main([*args, *flags, "--dry-run"] if dry else [*args, *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
