@@ -86,8 +86,13 @@ def barrier(info: Dist) -> None:
         dist.barrier()
 
 
-def teardown(info: Dist) -> None:
+def teardown(info: Dist, *, finished: bool = False) -> None:
+    """Destroy the process group. With `finished` (every rank ended the run normally), first wait for all ranks:
+    a rank that destroys the group while another still sends its last collective can make gloo abort the process
+    at exit (exit 134, which torchrun takes for a crash and answers with a restart of a finished run)."""
     if info.enabled and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -204,15 +204,16 @@ class Trainer:
 
         extractor = load_features(config.balance_groups, device=self.device)
         groups = distributed.from_main(lambda: reference_groups(extractor, self.data), self.dist)
-        return GroupBalancer(extractor, groups, seed=config.seed + 4, name=config.balance_groups)
+        return GroupBalancer(extractor, groups, name=config.balance_groups, every=config.balance_every)
 
     def _balance(self, log: TrainingLog) -> None:
-        """Read G's groups (rank 0) and put the new draw weights in force on every rank from this step on."""
+        """The weights rank 0's readings of the fakes set, in force on every rank from this step on."""
         assert self.balancer is not None
         balancer = self.balancer
-        shares, weights = distributed.from_main(
-            lambda: balancer.update(self.step, self.sampling_generator()), self.dist
-        )
+        update = distributed.from_main(lambda: balancer.update(self.step), self.dist)
+        if update is None:
+            return
+        shares, weights = update
         balancer.apply(self.step, weights)
         if self.dist.is_main:
             values = balancer.report(shares, weights)
@@ -460,6 +461,8 @@ class Trainer:
                 logits_fake, loss_fake = loss(self.d_train(seen(fake.detach()), *y, **aux), zeros)
             scaler.scale(loss_fake).backward()
         scaler.step(self.opt_d)
+        if self.balancer is not None and self.dist.is_main and self.step % self.balancer.observe_every == 0:
+            self.balancer.observe(fake.detach())  # --balance-groups reads the groups of what G draws for D
 
         # G: the non-saturating loss -log D(G(z)). D's weights are frozen so no gradient is spent on them (and the
         # plain D, not its DDP wrapper, runs: there is nothing of D's to all-reduce).
@@ -632,10 +635,13 @@ def train(
         trainer = Trainer(
             config, out, resume=resume, data=data, device=device, progress=progress, ddp_timeout=ddp_timeout
         )
+        finished = False
         try:
-            return trainer.fit()
+            result = trainer.fit()
+            finished = True
+            return result
         finally:
-            distributed.teardown(trainer.dist)
+            distributed.teardown(trainer.dist, finished=finished)
 
 
 __all__ = [

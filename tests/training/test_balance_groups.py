@@ -23,7 +23,7 @@ from tests.conftest import checkpoint_weights, class_shapes_data, tiny_config
 
 class Brightness(FeatureExtractor):
     """Reads `class_shapes_data`'s classes by mean brightness: "light" images (a bright square on a dark ground)
-    are mostly dark, "dark" ones mostly bright. `always` reads every image as that class instead."""
+    are mostly dark, "dark" ones mostly bright. With `always` set it reads every image as that class instead."""
 
     input_size, in_channels, feature_dim, num_classes = 16, 1, 2, 2
 
@@ -42,9 +42,10 @@ class Brightness(FeatureExtractor):
 
 
 @pytest.fixture
-def reads(monkeypatch: pytest.MonkeyPatch) -> dict[str, FeatureExtractor]:
-    """Extractor names the runs of a test can load: "brightness", and "all-light" which reads every image as light."""
-    known: dict[str, FeatureExtractor] = {"brightness": Brightness(), "all-light": Brightness(always=0)}
+def reads(monkeypatch: pytest.MonkeyPatch) -> dict[str, Brightness]:
+    """Extractors the runs of a test can load by name: "brightness", and "fooled", which reads the real images as
+    "brightness" does and can be told to read every fake as light once the run has read the real ones."""
+    known = {"brightness": Brightness(), "fooled": Brightness()}
     real = extractors.load_features
 
     def load(spec: object, data: str | None = None, **kwargs: object) -> FeatureExtractor:
@@ -84,14 +85,19 @@ def _drawn_dark(trainer: Trainer, steps: range) -> float:
     return (trainer.data.labels[index] == 1).double().mean().item()
 
 
-def test_a_group_g_never_draws_is_drawn_more_from_the_next_epoch(
-    tmp_path: Path, reads: dict[str, FeatureExtractor]
-) -> None:
-    """The classifier reads every sample as light: dark (half the images) is G's missing group, so from the
-    epoch after the reading dark makes most of the draws."""
-    config = tiny_config(balance_groups="all-light", balance_every=4, steps=16)
-    trainer = Trainer(config, tmp_path / "run", data=class_shapes_data(), progress=False)
+def _fooled_trainer(out: Path, reads: dict[str, Brightness], **overrides: object) -> Trainer:
+    """A run balancing with "fooled": the real images are read as they are (half light, half dark), and from the
+    first step every fake is read as light, so dark is the group G never draws."""
+    config = tiny_config(balance_groups="fooled", balance_every=4, **overrides)
+    trainer = Trainer(config, out, data=class_shapes_data(), progress=False)
+    reads["fooled"].always = 0
+    return trainer
+
+
+def test_a_group_g_never_draws_is_drawn_more_from_the_next_epoch(tmp_path: Path, reads: dict[str, Brightness]) -> None:
+    trainer = _fooled_trainer(tmp_path / "run", reads, steps=16)
     try:
+        assert trainer.balancer is not None and trainer.balancer.target.tolist() == [0.5, 0.5]
         trainer.fit()
         state = trainer.balancer.state if trainer.balancer is not None else None
         assert state is not None and [step for step, _ in state.history] == [4, 8, 12]
@@ -108,8 +114,9 @@ def test_a_group_g_never_draws_is_drawn_more_from_the_next_epoch(
 
 
 def test_a_balanced_run_resumes_to_the_same_weights_and_differs_from_a_plain_one(
-    tmp_path: Path, reads: dict[str, FeatureExtractor]
+    tmp_path: Path, reads: dict[str, Brightness]
 ) -> None:
+    """The checkpoint at step 6 falls between two updates: the fakes read since step 4 go on counting."""
     flags = {"balance_groups": "brightness", "balance_every": 4}
     train(tiny_config(steps=20, **flags), tmp_path / "full", data=class_shapes_data(), progress=False)
     train(tiny_config(steps=6, checkpoint_every=6, **flags), tmp_path / "part", data=class_shapes_data(),
@@ -130,14 +137,17 @@ def test_a_balanced_run_resumes_to_the_same_weights_and_differs_from_a_plain_one
 
 
 def test_a_run_says_what_it_balances(
-    tmp_path: Path, reads: dict[str, FeatureExtractor], capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, reads: dict[str, Brightness], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    train(tiny_config(steps=8, balance_groups="all-light", balance_every=4), tmp_path / "run",
-          data=class_shapes_data(), progress=False)  # fmt: skip
+    trainer = _fooled_trainer(tmp_path / "run", reads, steps=8)
+    try:
+        trainer.fit()
+    finally:
+        use_gemm_conv(trainer._gemm_before)
     said = capsys.readouterr().out
     assert (
-        "--balance-groups all-light: every 4 steps, 2,000 samples' groups set each group's draw weight (groups from "
-        "the shapes labels; their shares of the images: light 50.0%, dark 50.0%)." in said
+        "--balance-groups fooled: every 4 steps, the groups of the fakes read since set each group's draw weight "
+        "(groups from the shapes labels; their shares of the images: light 50.0%, dark 50.0%)." in said
     )
     assert "step 4: groups' coverage (draw weight from here): light 2.00x (weight 0.12), dark 0.00x" in said
     assert build_config(None).balance_groups == "", "no preset balances"

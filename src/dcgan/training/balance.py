@@ -1,16 +1,18 @@
 """`--balance-groups`: draw more often the real images of the groups G draws too rarely, measured as it trains.
 
 `--class-weights black=3` needs its weight found by trial (a full run per guess: docs/training.md). This finds it
-as the run goes: every `--balance-every` steps a classifier fitted on the groups (`dcgan extractor fit ...
---labels-from-name race`) reads the groups of a fixed set of G's samples, and each group's draw weight moves by
-half the log of its coverage error,
+as the run goes. A classifier fitted on the groups (`dcgan extractor fit ... --labels-from-name race`) reads the
+fake batch G draws for D every OBSERVE_EVERY steps, and every `--balance-every` steps each group's draw weight moves
+by half the log of its coverage error over those readings,
 
-    w_g <- w_g * (share of g among the training images / share of g among the samples) ** GAIN,
+    w_g <- w_g * (share of g among the real images / share of g among the fakes) ** GAIN,
 
-then the weights are scaled so the draws' mean weight is 1 (a weight of 2: the group is drawn twice as often as
+both shares as the classifier reads them (a perfect G scores 1, whatever the classifier's errors),
+and the weights are scaled so the draws' mean weight is 1 (a weight of 2: the group is drawn twice as often as
 the data holds it) and kept within [1 / MAX_WEIGHT, MAX_WEIGHT]. A group G under-draws is then shown to D more
 often, which makes D ask G for it; one G over-draws is shown less. An integral controller: the weights settle
-where the samples' shares meet the data's.
+where the samples' shares meet the data's. Reading the fakes of the steps themselves costs no sampling, and sums G's
+swings between modes over the whole interval (a single snapshot's shares swing by 2x and more from one 200 steps on).
 
 Each image's group is its label where the data's classes are the classifier's (a labelled set, or the field of
 UTKFace-style names the classifier was fitted on), else the classifier's reading of it, so unlabelled data can be
@@ -31,14 +33,15 @@ from dcgan.errors import ConfigError
 if TYPE_CHECKING:
     from dcgan.metrics.extractors import FeatureExtractor
     from dcgan.metrics.reference import Groups
-    from dcgan.models import Generator
 
 #: How much of a group's log coverage error one update corrects: half, so a noisy reading moves the weights less.
 GAIN = 0.5
 #: The weights stay within [1 / MAX_WEIGHT, MAX_WEIGHT] of the data's own share.
 MAX_WEIGHT = 8.0
-#: Samples read at each update: a group of 4% is then ~80 samples, a share known to about +-11%.
-SAMPLES = 2000
+#: Steps between readings of the fake batch: a classifier pass on every 8th costs ~3% of a faces64 step (2 cores).
+OBSERVE_EVERY = 8
+#: A group no fake showed counts as this share, not zero (a finite step up, still the largest there is).
+FLOOR = 1e-3
 
 
 @dataclass
@@ -48,9 +51,11 @@ class BalanceState:
     Attributes:
         history: (step, per-group weights) pairs in step order: the weights in force for an epoch are the last
             ones set at or before its first step (none: every weight 1).
+        counts: how many fakes the classifier read as each group since the last update (empty: none yet).
     """
 
     history: list[tuple[int, list[float]]] = field(default_factory=list)
+    counts: list[float] = field(default_factory=list)
 
     def weights_at(self, step: int, groups: int) -> list[float]:
         """The per-group weights in force for an epoch that starts at `step`."""
@@ -62,13 +67,14 @@ class BalanceState:
         return current
 
     def to_dict(self) -> dict[str, Any]:
-        return {"history": [[step, list(weights)] for step, weights in self.history]}
+        return {"history": [[step, list(weights)] for step, weights in self.history], "counts": list(self.counts)}
 
     @classmethod
     def from_dict(cls, state: dict[str, Any] | None) -> BalanceState:
         if not state:
             return cls()
-        return cls([(int(step), [float(w) for w in weights]) for step, weights in state["history"]])
+        history = [(int(step), [float(w) for w in weights]) for step, weights in state["history"]]
+        return cls(history, [float(c) for c in state.get("counts", [])])
 
 
 def next_weights(weights: list[float], samples: torch.Tensor, target: torch.Tensor) -> list[float]:
@@ -80,9 +86,8 @@ def next_weights(weights: list[float], samples: torch.Tensor, target: torch.Tens
         samples: each group's share among G's samples (as the classifier reads them).
         target: each group's share among the training images; a group with none keeps its weight.
     """
-    floor = 1.0 / SAMPLES  # a group no sample shows counts as half a sample's worth short, not infinitely
     moved = [
-        w * (float(t) / max(float(s), floor)) ** GAIN if t > 0 else w
+        w * (float(t) / max(float(s), FLOOR)) ** GAIN if t > 0 else w
         for w, s, t in zip(weights, samples.tolist(), target.tolist(), strict=True)
     ]
     for _ in range(3):  # scale, clip, and scale again: a clipped group moves the others' mean a little
@@ -92,28 +97,35 @@ def next_weights(weights: list[float], samples: torch.Tensor, target: torch.Tens
 
 
 class GroupBalancer:
-    """Reads G's groups every few steps and sets each training image's draw weight from them.
+    """Reads the groups of G's fakes as it trains and sets each training image's draw weight from them.
 
     Args:
         extractor: a classifier fitted on labelled groups (`class_names(extractor)` not None).
         groups: the training images' groups under its classes (`reference_groups`: labels, names or its reading).
-        seed: picks the fixed latents read at every update.
         name: the extractor's name as the user gave it, for messages.
+        every: steps between updates; the fakes are read every OBSERVE_EVERY steps, or at each update's if fewer.
 
     Raises:
         ConfigError: no training image has a group.
     """
 
-    def __init__(self, extractor: FeatureExtractor, groups: Groups, *, seed: int, name: str) -> None:
-        self.extractor, self.seed, self.name = extractor, seed, name
+    def __init__(self, extractor: FeatureExtractor, groups: Groups, *, name: str, every: int) -> None:
+        self.extractor, self.name = extractor, name
+        #: Steps between readings of the fake batch (at least one reading between two updates).
+        self.observe_every = min(OBSERVE_EVERY, every)
         self.classes, self.source = groups.classes, groups.source
         #: (N,) each training image's group, -1 where it has none (drawn with weight 1).
         self.groups = groups.labels.long()
         known = self.groups[self.groups >= 0]
         if len(known) == 0:
             raise ConfigError(f"--balance-groups {name}: none of the training images has a group to balance.")
-        #: Each group's share among the training images: what the samples' shares are steered to.
-        self.target = torch.bincount(known, minlength=len(self.classes))[: len(self.classes)].double() / len(known)
+        count = len(self.classes)
+        #: Each group's share among the training images (their groups), reported beside the coverage.
+        self.share = torch.bincount(known, minlength=count)[:count].double() / len(known)
+        #: What the fakes' shares are steered to: the classifier's reading of the real images (so its errors
+        #: weigh alike on both sides), or their groups where that reading is not known.
+        read = groups.predicted if groups.predicted is not None else known
+        self.target = torch.bincount(read, minlength=count)[:count].double() / len(read)
         self.state = BalanceState()
 
     def image_weights(self, step: int) -> torch.Tensor:
@@ -122,23 +134,29 @@ class GroupBalancer:
         return torch.where(self.groups >= 0, per_group[self.groups.clamp(min=0)], torch.ones((), dtype=torch.float64))
 
     @torch.no_grad()
-    def read(self, generator: Generator) -> torch.Tensor:
-        """Each group's share among SAMPLES samples of `generator` (fixed latents), as the classifier reads them."""
-        from dcgan.metrics.evaluate import generated_features
+    def observe(self, fakes: torch.Tensor) -> None:
+        """Add the classifier's reading of `fakes` (G's output in [-1, 1], as D was shown it) to the counts."""
+        from dcgan.sample import to_uint8
 
-        self.extractor.to(next(generator.parameters()).device)
-        fake, _ = generated_features(generator, self.extractor, SAMPLES, seed=self.seed, logits=True)
-        assert fake.logits is not None
         count = len(self.classes)
-        return torch.bincount(fake.logits.argmax(1), minlength=count)[:count].double() / SAMPLES
+        logits = self.extractor.extract(to_uint8(fakes), batch_size=len(fakes), logits=True).logits
+        assert logits is not None
+        read = torch.bincount(logits.argmax(1), minlength=count)[:count].double()
+        counts = torch.tensor(self.state.counts or [0.0] * count, dtype=torch.float64)
+        self.state.counts = (counts + read).tolist()
 
-    def update(self, step: int, generator: Generator) -> tuple[list[float], list[float]]:
-        """Read `generator`'s shares and set the weights for the epochs from `step` on; returns (shares, weights).
+    def update(self, step: int) -> tuple[list[float], list[float]] | None:
+        """The groups' shares among the fakes read since the last update, and the weights they set for the epochs
+        from `step` on (None when nothing was read); the counts start again.
 
-        Only the process that samples calls this; the others take its result with `apply`.
+        Only the process that reads calls this; every process then puts the weights in force with `apply`.
         """
-        shares = self.read(generator)
+        if not self.state.counts or sum(self.state.counts) == 0:
+            return None
+        counts = torch.tensor(self.state.counts, dtype=torch.float64)
+        shares = counts / counts.sum()
         weights = next_weights(self.state.weights_at(step, len(self.classes)), shares, self.target)
+        self.state.counts = []
         return shares.tolist(), weights
 
     def apply(self, step: int, weights: list[float]) -> None:
@@ -147,14 +165,15 @@ class GroupBalancer:
 
     def describe(self, every: int) -> str:
         """The line a run prints when it starts: what is read, how often, and each group's share of the images."""
-        parts = ", ".join(f"{n} {100 * float(t):.1f}%" for n, t in zip(self.classes, self.target, strict=True))
+        parts = ", ".join(f"{n} {100 * float(t):.1f}%" for n, t in zip(self.classes, self.share, strict=True))
         return (
-            f"--balance-groups {self.name}: every {every} steps, {SAMPLES:,} samples' groups set each group's draw "
-            f"weight (groups from {self.source}; their shares of the images: {parts})."
+            f"--balance-groups {self.name}: every {every} steps, the groups of the fakes read since set each group's "
+            f"draw weight (groups from {self.source}; their shares of the images: {parts})."
         )
 
     def report(self, shares: list[float], weights: list[float]) -> dict[str, float]:
-        """The values logged at an update: each group's coverage (samples' share over the data's) and weight."""
+        """The values logged at an update: each group's coverage (the fakes' share over the real images', both as
+        the classifier reads them) and its new weight."""
         values: dict[str, float] = {}
         for name, s, t, w in zip(self.classes, shares, self.target.tolist(), weights, strict=True):
             if t > 0:
