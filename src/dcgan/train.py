@@ -203,7 +203,9 @@ class Trainer:
         from dcgan.metrics.reference import reference_groups
 
         extractor = load_features(config.balance_groups, device=self.device)
-        groups = distributed.from_main(lambda: reference_groups(extractor, self.data), self.dist)
+        groups = distributed.from_main(
+            lambda: reference_groups(extractor, self.data, progress=self.progress), self.dist
+        )
         return GroupBalancer(extractor, groups, name=config.balance_groups, every=config.balance_every)
 
     def _balance(self, log: TrainingLog) -> None:

@@ -60,6 +60,10 @@ def test_a_group_under_drawn_gains_weight_and_the_mean_draw_weight_stays_one() -
     weights = next_weights([1.0, 1.0], torch.tensor([0.95, 0.05]), target)  # the second group at a quarter
     assert weights[1] / weights[0] == pytest.approx((0.2 / 0.05) ** 0.5 / (0.8 / 0.95) ** 0.5)
     assert 0.8 * weights[0] + 0.2 * weights[1] == pytest.approx(1.0)
+    # steered to the classifier's reading of the real images, averaged over the images' own groups
+    read = next_weights([1.0, 1.0], torch.tensor([0.95, 0.05]), target, images=torch.tensor([0.7, 0.3]))
+    assert read[1] / read[0] == pytest.approx(weights[1] / weights[0])
+    assert 0.7 * read[0] + 0.3 * read[1] == pytest.approx(1.0)
     on_target = next_weights(weights, target.clone(), target)
     assert on_target == pytest.approx(weights), "samples in the data's shares leave the weights where they are"
 

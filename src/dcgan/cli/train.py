@@ -91,7 +91,7 @@ CONFIG_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
         "balance_groups",
         {
             "metavar": "EXTRACTOR",
-            "help": "every --balance-every steps, a classifier of groups (e.g. cnn-utkface64-race) reads G's samples "
+            "help": "every --balance-every steps, a classifier of groups (e.g. cnn-utkface64-race) reads G's fakes "
             "and the real images of the groups G draws too rarely are drawn more often",
         },
     ),

@@ -77,21 +77,25 @@ class BalanceState:
         return cls(history, [float(c) for c in state.get("counts", [])])
 
 
-def next_weights(weights: list[float], samples: torch.Tensor, target: torch.Tensor) -> list[float]:
-    """The weights after one update: each moved by GAIN of its log coverage error, then scaled to a draw-weighted
-    mean of 1 and clipped to [1 / MAX_WEIGHT, MAX_WEIGHT].
+def next_weights(
+    weights: list[float], samples: torch.Tensor, target: torch.Tensor, images: torch.Tensor | None = None
+) -> list[float]:
+    """The weights after one update: each moved by GAIN of its log coverage error, then scaled to a mean of 1 over
+    the images and clipped to [1 / MAX_WEIGHT, MAX_WEIGHT].
 
     Args:
         weights: the per-group weights now.
         samples: each group's share among G's samples (as the classifier reads them).
-        target: each group's share among the training images; a group with none keeps its weight.
+        target: what each group's share among the samples should be; a group with none keeps its weight.
+        images: each group's share among the training images, which the mean is taken over (default `target`).
     """
     moved = [
         w * (float(t) / max(float(s), FLOOR)) ** GAIN if t > 0 else w
         for w, s, t in zip(weights, samples.tolist(), target.tolist(), strict=True)
     ]
+    mass = (target if images is None else images).tolist()
     for _ in range(3):  # scale, clip, and scale again: a clipped group moves the others' mean a little
-        mean = sum(w * float(t) for w, t in zip(moved, target.tolist(), strict=True)) or 1.0
+        mean = sum(w * float(m) for w, m in zip(moved, mass, strict=True)) or 1.0
         moved = [min(max(w / mean, 1 / MAX_WEIGHT), MAX_WEIGHT) for w in moved]
     return moved
 
@@ -155,7 +159,7 @@ class GroupBalancer:
             return None
         counts = torch.tensor(self.state.counts, dtype=torch.float64)
         shares = counts / counts.sum()
-        weights = next_weights(self.state.weights_at(step, len(self.classes)), shares, self.target)
+        weights = next_weights(self.state.weights_at(step, len(self.classes)), shares, self.target, self.share)
         self.state.counts = []
         return shares.tolist(), weights
 
