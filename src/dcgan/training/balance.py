@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 GAIN = 0.5
 #: The weights stay within [1 / MAX_WEIGHT, MAX_WEIGHT] of the data's own share.
 MAX_WEIGHT = 8.0
-#: Steps between readings of the fake batch: a classifier pass on every 8th costs ~3% of a faces64 step (2 cores).
+#: Steps between readings of the fake batch: a classifier pass on every 8th adds a few percent to a faces64 step.
 OBSERVE_EVERY = 8
 #: A group no fake showed counts as this share, not zero (a finite step up, still the largest there is).
 FLOOR = 1e-3
