@@ -63,6 +63,12 @@ def test_the_table_names_each_group_with_its_shares_and_ratio() -> None:
     assert re.search(r"male\s+4\.0%\s+45\.0%\s+0\.09x\s+40\.0%", text), text
     assert re.search(r"female\s+96\.0%\s+55\.0%\s+1\.75x\s+60\.0%", text), text
     assert "lowest 0.09x (male), highest 1.75x (female)" in text and "the test's labels" in text
+    assert "held-out" not in text, "an uncalibrated classifier has no held-out ratio to show"
+    calibrated = {"name": "cnn-faces-gender", "heldout_read": "[0.97, 1.02]"}
+    text = "\n".join(coverage_table("coverage200", group_coverage(_logits([0] * 8 + [1] * 192), reference), calibrated))
+    assert "held-out real images' ratio" in text
+    assert re.search(r"male\s+4\.0%\s+45\.0%\s+0\.09x\s+40\.0%\s+0\.97x", text), text
+    assert re.search(r"female\s+96\.0%\s+55\.0%\s+1\.75x\s+60\.0%\s+1\.02x", text), text
 
 
 @pytest.fixture(scope="module")

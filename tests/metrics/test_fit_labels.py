@@ -46,6 +46,22 @@ def test_fit_on_a_folder_learns_its_labels_and_measures_them_on_held_out_images(
     assert model.meta["measured_on"] == "held-out 15%, seed 0" and model.meta["labels_from_name"] == "gender"
     assert (model.meta["train_images"], model.meta["test_images"]) == ("102", "18")
     assert class_names(model) == ("male", "female") and model.num_classes == 2
+    assert model.meta["calibrated"] == "class offsets fitted on 18 images (held-out 15%, seed 0)"
+    read = json.loads(model.meta["heldout_read"])
+    assert len(read) == 2 and f"calibrated male {read[0]:.2f}x, female {read[1]:.2f}x (cross-fitted" in fitted
+
+
+def test_no_calibrate_leaves_the_logits_as_fitted(
+    faces: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["extractor", "fit", "--data", str(faces), "--labels-from-name", "gender", "--epochs", "4"]
+    out = tmp_path / "plain.safetensors"
+    assert main([*argv, "--batch-size", "32", "--quiet", "--no-calibrate", "--out", str(out)]) == 0
+    assert "Each class's share as read" not in capsys.readouterr().out
+    plain, calibrated = load_features(str(out)), load_features("cnn-faces-gender")
+    assert plain.name == "plain" and "calibrated" not in plain.meta and "heldout_read" not in plain.meta
+    same = [torch.equal(a, b) for a, b in zip(plain.state_dict().values(), calibrated.state_dict().values())]
+    assert all(same[:-1]), "the same fit: calibration moves at most the last layer's bias (here reading in proportion)"
 
 
 def test_the_held_out_split_is_seeded_disjoint_and_keeps_labels_with_images(faces: Path) -> None:

@@ -154,7 +154,24 @@ def test_a_run_says_what_it_balances(
         "(groups from the shapes labels; their shares of the images: light 50.0%, dark 50.0%)." in said
     )
     assert "step 4: groups' coverage (draw weight from here): light 2.00x (weight 0.12), dark 0.00x" in said
+    assert "fooled is not calibrated, so it may read a small group too rarely on new images" in said
     assert build_config(None).balance_groups == "", "no preset balances"
+
+
+def test_the_fakes_are_steered_to_the_labelled_shares_not_to_the_classifiers_reading_of_the_real_images(
+    tmp_path: Path, reads: dict[str, Brightness]
+) -> None:
+    """Fakes are new images, which a classifier reads as it reads held-out ones, not as it reads its training set."""
+    reads["brightness"].always = 0  # reads every image, real or fake, as light
+    config = tiny_config(balance_groups="brightness", balance_every=4, steps=4)
+    trainer = Trainer(config, tmp_path / "run", data=class_shapes_data(), progress=False)
+    try:
+        assert trainer.balancer is not None
+        assert trainer.balancer.target.tolist() == [0.5, 0.5], "the labels' shares, not the reading's [1, 0]"
+        trainer.balancer.extractor.meta["calibrated"] = "yes"
+        assert "not calibrated" not in trainer.balancer.describe(4)
+    finally:
+        use_gemm_conv(trainer._gemm_before)
 
 
 def test_balance_groups_and_class_weights_together_are_refused() -> None:

@@ -83,7 +83,7 @@ class Evaluation:
             lines.append(f"{name:<16}{value:>12.4f}{spread:>10}  {better}")
         for name, detail in self.details.items():
             if name.startswith("coverage"):
-                lines += ["", *coverage_table(name, detail)]
+                lines += ["", *coverage_table(name, detail, self.features)]
             elif name.startswith("intrafid"):
                 lines += ["", *intrafid_table(name, detail)]
             elif name.startswith("recognised"):
@@ -93,18 +93,29 @@ class Evaluation:
         return "\n".join(lines)
 
 
-def coverage_table(name: str, detail: dict[str, Any]) -> list[str]:
-    """Coverage's per-group table: each group's share among the samples and the reference, and their ratio."""
+def coverage_table(name: str, detail: dict[str, Any], features: dict[str, Any] | None = None) -> list[str]:
+    """Coverage's per-group table: each group's share among the samples and the reference, and their ratio.
+
+    Beside them, where the classifier was calibrated (`dcgan extractor fit`), the ratio it reads for real images it
+    did not train on: about what a generator that draws each group exactly as often as the data would score."""
     width = max(len("group"), *(len(row["name"]) for row in detail["groups"]))
+    heldout = json.loads(features["heldout_read"]) if features and "heldout_read" in features else None
+    if heldout is not None and len(heldout) != len(detail["groups"]):
+        heldout = None
     lines = [
         f"{name}: each group's share among the samples / its share among the {detail['reference_images']:,} "
         f"reference images (groups from {detail['reference_source']}; 1.00x = drawn as often as in the data)",
-        f"  {'group':<{width}}  {'samples':>8}  {'reference':>9}  {'ratio':>7}  reference as classified",
+        f"  {'group':<{width}}  {'samples':>8}  {'reference':>9}  {'ratio':>7}  {'reference as classified':>23}"
+        + ("  held-out real images' ratio" if heldout is not None else ""),
     ]
-    for row in detail["groups"]:
+    for i, row in enumerate(detail["groups"]):
         ratio = f"{row['ratio']:.2f}x" if row["ratio"] is not None else "-"
-        classified = f"{row['reference_classified']:>8.1%}" if "reference_classified" in row else ""
-        line = f"  {row['name']:<{width}}  {row['samples']:>8.1%}  {row['reference']:>9.1%}  {ratio:>7}  {classified}"
+        classified = f"{row['reference_classified']:.1%}" if "reference_classified" in row else ""
+        line = (
+            f"  {row['name']:<{width}}  {row['samples']:>8.1%}  {row['reference']:>9.1%}  {ratio:>7}  {classified:>23}"
+        )
+        if heldout is not None:
+            line += f"  {heldout[i]:>27.2f}x" if heldout[i] is not None else f"  {'-':>28}"
         lines.append(line.rstrip())
     lines.append(
         f"  lowest {detail['min']:.2f}x ({detail['min_group']}), highest {detail['max']:.2f}x ({detail['max_group']})"
@@ -268,7 +279,7 @@ def score(
 def describe_extractor(extractor: FeatureExtractor) -> dict[str, Any]:
     meta = extractor.meta
     out: dict[str, Any] = {"name": extractor.name, "fingerprint": extractor.fingerprint}
-    for key in ("test_accuracy", "measured_on", "data", "standard_weights", "file"):
+    for key in ("test_accuracy", "measured_on", "data", "standard_weights", "file", "calibrated", "heldout_read"):
         if key in meta:
             out[key] = meta[key]
     return out
