@@ -73,9 +73,13 @@ def draw_weights(text: str | None, data: ImageData) -> torch.Tensor | None:
             f"--class-weights names {', '.join(map(repr, unknown))}, not a class of {data.source}; its classes are "
             f"{', '.join(classes)}."
         )
-    per_class = torch.tensor([weights.get(name, 1.0) for name in classes], dtype=torch.float64)
-    labels = data.labels.long()
-    return torch.where(labels >= 0, per_class[labels.clamp(min=0)], torch.ones((), dtype=torch.float64))
+    return per_image([weights.get(name, 1.0) for name in classes], data.labels)
+
+
+def per_image(per_class: list[float], labels: torch.Tensor) -> torch.Tensor:
+    """Each image's draw weight (float64) from its class's; an image without a class (label -1) weighs 1."""
+    weights, labels = torch.tensor(per_class, dtype=torch.float64), labels.long()
+    return torch.where(labels >= 0, weights[labels.clamp(min=0)], torch.ones((), dtype=torch.float64))
 
 
 def shares(weights: torch.Tensor, labels: torch.Tensor, count: int) -> torch.Tensor:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from dcgan.data.balance import per_image
 from dcgan.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -135,8 +136,7 @@ class GroupBalancer:
 
     def image_weights(self, step: int) -> torch.Tensor:
         """Each training image's draw weight (float64) for an epoch that starts at `step`."""
-        per_group = torch.tensor(self.state.weights_at(step, len(self.classes)), dtype=torch.float64)
-        return torch.where(self.groups >= 0, per_group[self.groups.clamp(min=0)], torch.ones((), dtype=torch.float64))
+        return per_image(self.state.weights_at(step, len(self.classes)), self.groups)
 
     @torch.no_grad()
     def observe(self, fakes: torch.Tensor) -> None:
