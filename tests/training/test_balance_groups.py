@@ -101,7 +101,7 @@ def _fooled_trainer(out: Path, reads: dict[str, Brightness], **overrides: object
 def test_a_group_g_never_draws_is_drawn_more_from_the_next_epoch(tmp_path: Path, reads: dict[str, Brightness]) -> None:
     trainer = _fooled_trainer(tmp_path / "run", reads, steps=16)
     try:
-        assert trainer.balancer is not None and trainer.balancer.target.tolist() == [0.5, 0.5]
+        assert trainer.balancer is not None and trainer.balancer.share.tolist() == [0.5, 0.5]
         trainer.fit()
         state = trainer.balancer.state if trainer.balancer is not None else None
         assert state is not None and [step for step, _ in state.history] == [4, 8, 12]
@@ -167,7 +167,7 @@ def test_the_fakes_are_steered_to_the_labelled_shares_not_to_the_classifiers_rea
     trainer = Trainer(config, tmp_path / "run", data=class_shapes_data(), progress=False)
     try:
         assert trainer.balancer is not None
-        assert trainer.balancer.target.tolist() == [0.5, 0.5], "the labels' shares, not the reading's [1, 0]"
+        assert trainer.balancer.share.tolist() == [0.5, 0.5], "the labels' shares, not the reading's [1, 0]"
         trainer.balancer.extractor.meta["calibrated"] = "yes"
         assert "not calibrated" not in trainer.balancer.describe(4)
     finally:

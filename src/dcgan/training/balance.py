@@ -19,8 +19,10 @@ balanced too. The fakes are steered to the images' groups, not to the classifier
 G's samples are new images, and a classifier reads new images as it reads held-out ones, not as it reads those it
 was fitted on (`cnn-utkface64-race` before calibration read 3.8% of its training faces as black, 2.4% of held-out
 ones, 3.9% labelled). `dcgan extractor fit` calibrates a classifier so that it reads held-out images in their
-labelled proportions, which makes the count of its readings of the fakes a fair measure of G's shares. Which images an epoch draws depends only on the weights in force at its first step, and the weights'
-history is part of the training state: a resumed run, and every DDP rank, draws the same images.
+labelled proportions, which makes the count of its readings of the fakes a fair measure of G's shares.
+
+Which images an epoch draws depends only on the weights in force at its first step, and the weights' history is
+part of the training state: a resumed run, and every DDP rank, draws the same images.
 """
 
 from __future__ import annotations
@@ -128,10 +130,9 @@ class GroupBalancer:
         if len(known) == 0:
             raise ConfigError(f"--balance-groups {name}: none of the training images has a group to balance.")
         count = len(self.classes)
-        #: Each group's share among the training images (their groups), reported beside the coverage.
+        #: Each group's share among the training images (their groups): what the fakes' shares, as the classifier
+        #: reads them, are steered to (module docstring).
         self.share = torch.bincount(known, minlength=count)[:count].double() / len(known)
-        #: What the fakes' shares, as the classifier reads them, are steered to: the images' (module docstring).
-        self.target = self.share
         self.state = BalanceState()
 
     def image_weights(self, step: int) -> torch.Tensor:
@@ -160,7 +161,7 @@ class GroupBalancer:
             return None
         counts = torch.tensor(self.state.counts, dtype=torch.float64)
         shares = counts / counts.sum()
-        weights = next_weights(self.state.weights_at(step, len(self.classes)), shares, self.target, self.share)
+        weights = next_weights(self.state.weights_at(step, len(self.classes)), shares, self.share)
         self.state.counts = []
         return shares.tolist(), weights
 
@@ -186,7 +187,7 @@ class GroupBalancer:
         """The values logged at an update: each group's coverage (the fakes' share, as the classifier reads them,
         over the training images') and its new weight."""
         values: dict[str, float] = {}
-        for name, s, t, w in zip(self.classes, shares, self.target.tolist(), weights, strict=True):
+        for name, s, t, w in zip(self.classes, shares, self.share.tolist(), weights, strict=True):
             if t > 0:
                 values[f"coverage_{name}"] = round(s / t, 4)
             values[f"weight_{name}"] = round(w, 4)
