@@ -51,7 +51,7 @@ def _rank_main(rank: int, world: int, port: int, out: str, sync_bn: bool) -> Non
     trainer.fit()
     state = {"G": trainer.G.state_dict(), "D": trainer.D.state_dict(), "first_real_batch": first_real[0]}
     torch.save(state, Path(out) / f"rank{rank}.pt")
-    teardown(trainer.dist)  # as `train()` does: a process group left to exit can abort ("terminate called ...")
+    teardown(trainer.dist, finished=True)  # as `train()` does: without the barrier, gloo can abort at exit
 
 
 def _rank_with_own_data(rank: int, world: int, port: int, out: str) -> None:
@@ -172,7 +172,7 @@ def _conditional_rank(rank: int, world: int, port: int, out: str) -> None:
     trainer.fit()
     x, labels = seen[0]
     torch.save({"G": trainer.G.state_dict(), "x": x, "labels": labels}, Path(out) / f"rank{rank}.pt")
-    teardown(trainer.dist)
+    teardown(trainer.dist, finished=True)
 
 
 def test_conditional_ranks_get_their_images_labels_and_end_identical(tmp_path: Path) -> None:
@@ -209,7 +209,7 @@ def _sync_bn_rank(rank: int, world: int, port: int, out: str) -> None:
     (y * upstream[rank::world]).sum().backward()
     saved = {"y": y.detach(), "grad": share.grad, "weight_grad": norm[0].weight.grad, "state": norm.state_dict()}
     torch.save(saved, Path(out) / f"rank{rank}.pt")
-    distributed.teardown(distributed.Dist(rank, world))
+    distributed.teardown(distributed.Dist(rank, world), finished=True)
 
 
 def test_sync_batchnorm_runs_on_cpu_as_one_batchnorm_over_the_global_batch(tmp_path: Path) -> None:
