@@ -8,6 +8,10 @@ AVX-512-bf16, cores), the execution plan `--precision auto` chooses here (the se
 this run and the limit it implies for the auto plan's precision, sampling throughput and the data pipeline's own
 rate.
 
+A configuration whose first step runs over `--max-slowdown` (5) times the fastest step seen so far is stopped
+there and not timed again; its row gives the bound ("< 18") and says so: bf16 on a CPU that emulates it runs 60x
+slower than fp32 at 64x64 on AVX2 (a 110 s step), and timing it in full would take most of the benchmark's time.
+
 With `--end-to-end FOLDER` it instead times whole runs from the command line, side by side: one epoch of
 `dcgan train --data FOLDER --image-size 64 --epochs 1` (its default plan; start-up, decoding and the final
 checkpoint included), first with an empty decode cache and then again with the folder cached, against
@@ -32,6 +36,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -158,6 +163,10 @@ def dcgan_stepper(
 
 
 # ------------------------------------------------------------------------------------ one measurement
+class TooSlow(BaseException):  # not an Exception: no `except Exception` in torch may swallow it
+    """A configuration's first step ran over `max_step_s`."""
+
+
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one configuration: warm-up steps (compilation included), then timed steps."""
     torch.manual_seed(0)
@@ -176,6 +185,22 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
             size, images, spec["precision"], spec["channels_last"], spec["compile"], spec.get("gemm_conv", True),
             spec.get("one_pass_d", False),
         )  # fmt: skip
+    if spec.get("max_step_s"):
+        # Far slower than the fastest row so far (bf16 on a CPU that emulates it: 60x at 64x64 on AVX2, a 110 s
+        # step) is told by the first step's running over the limit: it is stopped there (the alarm's exception
+        # arrives between two of the step's operations) and the row gives the bound.
+        def over(signum: int, frame: object) -> None:
+            raise TooSlow
+
+        signal.signal(signal.SIGALRM, over)
+        signal.setitimer(signal.ITIMER_REAL, spec["max_step_s"])
+        try:
+            step(0)
+        except TooSlow:
+            return {"img_per_s": BATCH / spec["max_step_s"], "cut": spec["max_step_s"],
+                    "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # fmt: skip
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
     for i in range(spec["warmup"]):
         step(i)
     start = time.perf_counter()
@@ -212,7 +237,15 @@ def flops_per_image(size: int) -> float:
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
-    """Best achieved FLOP/s of an n x n matrix product in `dtype` on this CPU, right now."""
+    """Best achieved FLOP/s of an n x n matrix product in `dtype` on this CPU, right now. Where one product would
+    take over a second (bf16 on an AVX2 CPU runs about 1 GFLOP/s, 150x below fp32), n shrinks to keep it near 0.2 s;
+    a rate that slow is the same at any n this large."""
+    probe = torch.randn(256, 256, dtype=dtype)
+    probe @ probe
+    start = time.perf_counter()
+    probe @ probe
+    rate = 2 * 256**3 / (time.perf_counter() - start)
+    n = max(256, min(n, 256 * round((0.2 * rate / 2) ** (1 / 3) / 256)))
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     best = 0.0
@@ -394,6 +427,9 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=2, help="run every configuration this many times, interleaved; keep the best"
     )
+    parser.add_argument("--max-slowdown", type=float, default=5.0, metavar="R",
+                        help="stop a configuration whose first step runs over R times the fastest step seen so far and "
+                        "give the bound (bf16 where the CPU emulates it); 0 times every one")  # fmt: skip
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile (slow to warm up)")
     parser.add_argument("--end-to-end", type=Path, metavar="FOLDER",
                         help="instead: one epoch of this image folder from the command line, dcgan against the "
@@ -464,10 +500,17 @@ def main() -> None:
         best: dict[str, dict[str, Any]] = {}
         for round_ in range(args.rounds):
             for name, extra in variants:
+                if "cut" in best.get(name, {}):
+                    continue  # one step in round 1 was over --max-slowdown times the fastest: not timed again
                 spec = {"kind": "dcgan", "compile": False, "size": size, "steps": args.steps, "warmup": args.warmup}
                 spec.update(extra)
                 if spec.get("compile"):
                     spec["warmup"] = max(args.warmup, 3)
+                rates = [r["img_per_s"] for r in best.values() if "img_per_s" in r and "cut" not in r]
+                if (
+                    args.max_slowdown and rates and round_ == 0 and not spec.get("compile")
+                ):  # a row timed once stays timed
+                    spec["max_step_s"] = args.max_slowdown * BATCH / max(rates)
                 result = run_isolated(spec)
                 if name not in best or result.get("img_per_s", 0) > best[name].get("img_per_s", 0):
                     best[name] = result
@@ -483,9 +526,15 @@ def main() -> None:
                 continue
             baseline = baseline or result["img_per_s"]
             peak = peak_bf16 if extra.get("precision") == "bf16" else peak_fp32
+            bound = ""
+            if "cut" in result:
+                name += (f" (stopped in its first step after {result['cut']:.3g} s, {args.max_slowdown:g}x the "
+                         f"fastest's: not timed further)")  # fmt: skip
+                bound = "< "
             rows.append([
-                f"{size}x{size}", name, f"{result['img_per_s']:.0f}", f"{result['img_per_s'] / baseline:.2f}x",
-                f"{flops / 1e9:.2f}", f"{result['img_per_s'] * flops / peak:.0%}", f"{result['peak_mb']:.0f}",
+                f"{size}x{size}", name, f"{bound}{result['img_per_s']:.0f}",
+                f"{bound}{result['img_per_s'] / baseline:.2f}x", f"{flops / 1e9:.2f}",
+                f"{bound}{result['img_per_s'] * flops / peak:.0%}", f"{result['peak_mb']:.0f}",
             ])  # fmt: skip
         limit = {"bf16": peak_bf16, "fp32": peak_fp32}.get(auto.plan.precision, peak_bf16)
         rows.append([

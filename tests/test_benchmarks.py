@@ -28,6 +28,24 @@ def test_train_speed_prints_its_table() -> None:
 
 
 @pytest.mark.slow
+def test_train_speed_reports_a_far_slower_configuration_from_one_step() -> None:
+    """With --max-slowdown near 0 every row after the tutorial loop's first is "far slower": each is measured once,
+    from its first warm-up step, and says so; the tutorial loop itself is timed in full."""
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "train_speed.py"), "--sizes", "16", "--steps", "1", "--warmup", "1",
+         "--rounds", "2", "--max-slowdown", "0.001"],
+        capture_output=True, text=True, check=True, timeout=600,
+    )  # fmt: skip
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| 16x16 | ")]
+    timed = [row for row in rows if "| reference: tutorial loop, fp32 |" in row]
+    assert len(timed) == 1 and "1.00x" in timed[0], out.stdout
+    cut = [row for row in rows if "not timed further" in row]
+    assert any("dcgan bf16" in row for row in cut) and any("auto plan" in row for row in cut), out.stdout
+    assert len(cut) == 11, "every dcgan row and the reference with dcgan's allocator setting"
+    assert out.stderr.count("round 2 16x16") == 1, "round 2 times only the row that was not cut"
+
+
+@pytest.mark.slow
 def test_train_speed_end_to_end_times_both_commands(tmp_path: Path) -> None:
     """One epoch of a folder from the command line, dcgan (cold, then warm decode cache) against the reference,
     twice in turn: here the first 128 of 130 noise images, one dcgan step of 128 and two reference steps of 64."""

@@ -168,8 +168,9 @@ def test_measuring_prunes_a_slow_precision_and_times_the_rest_interleaved() -> N
     cost = seconds_by_plan()
 
     def stepper(plan: ExecutionPlan, shape: ModelShape, device: torch.device) -> Callable[[], None]:
-        built.append(plan)
-        return lambda: now.__setitem__(0, now[0] + cost(plan))
+        if shape == SHAPE:
+            built.append(plan)
+        return lambda: now.__setitem__(0, now[0] + cost(plan) * shape.batch_size / SHAPE.batch_size)
 
     # fp32's plans first, as on a CPU whose built-in default is fp32 (one with AVX-512-bf16 or AMX lists bf16 first)
     fp32_first = sorted(candidates(CPU), key=lambda p: p.precision != "fp32")
@@ -182,6 +183,44 @@ def test_measuring_prunes_a_slow_precision_and_times_the_rest_interleaved() -> N
     assert choose(result.timed(), result.noise, prefer=default_plan(CPU)) == nchw_torch()
     everything = measure(fp32_first, SHAPE, CPU, stepper=stepper, clock=lambda: now[0], prune=False)
     assert len(everything.timed()) == 8
+
+
+def test_a_precision_far_slower_on_a_small_batch_is_never_run_at_full_size() -> None:
+    """bf16 emulated on an AVX2 CPU: 60x fp32's time. Two steps of 2 images in each precision tell it, and no
+    bf16 plan takes a step at the run's batch; a precision 3x slower (AVX-512 without bf16) still gets its full
+    warm-up step, and the probe is skipped where there is one precision or the batch is already small."""
+    now = [0.0]
+    full: list[ExecutionPlan] = []
+    small: list[ExecutionPlan] = []
+    tiny = ModelShape(8, 1, 8, 8, 8, 2)  # a batch no larger than the probe's
+
+    def machine(bf16_cost: float) -> Callable[[ExecutionPlan, ModelShape, torch.device], Callable[[], None]]:
+        def stepper(plan: ExecutionPlan, shape: ModelShape, device: torch.device) -> Callable[[], None]:
+            if shape.batch_size == dcgan.plan.timing.PROBE_BATCH and shape != tiny:
+                small.append(plan)
+            elif shape == SHAPE:
+                full.append(plan)
+            cost = (bf16_cost if plan.precision == "bf16" else 1.0) * shape.batch_size / SHAPE.batch_size
+            return lambda: now.__setitem__(0, now[0] + cost)
+
+        return stepper
+
+    result = measure(candidates(CPU), SHAPE, CPU, stepper=machine(60.0), clock=lambda: now[0])
+    assert sorted(p.precision for p in small) == ["bf16", "fp32"], "one probe per precision"
+    assert {p.precision for p in full} == {"fp32"}, "no bf16 step at the run's batch"
+    bf16 = [t for t in result.timings if t.plan.precision == "bf16"]
+    assert len(bf16) == 4 and all(t.seconds is None and t.first_step is None for t in bf16)
+    assert all("a step of 2 images in bf16 took 60x" in t.note for t in bf16), bf16[0].note
+    assert len(result.timed()) == 4 and now[0] < 2 * 60 * 2 / 32 + 30, "the probe cost 2 steps of 2 images"
+    full.clear()
+    small.clear()
+    three = measure(candidates(CPU), SHAPE, CPU, stepper=machine(3.0), clock=lambda: now[0])
+    assert "bf16" in {p.precision for p in full}, "3x is left to the full warm-up step"
+    assert all("warm-up" in t.note for t in three.timings if t.plan.precision == "bf16")
+    small.clear()
+    measure(candidates(CPU, {"precision": "fp32"}), SHAPE, CPU, stepper=machine(60.0), clock=lambda: now[0])
+    measure(candidates(CPU), tiny, CPU, stepper=machine(60.0), clock=lambda: now[0])
+    assert not small, "no probe for one precision, nor for a batch no larger than the probe's"
 
 
 def test_a_real_measurement_leaves_the_process_as_it_was() -> None:

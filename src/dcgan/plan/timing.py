@@ -23,6 +23,14 @@ from dcgan.plan.plans import ExecutionPlan, ModelShape
 #: A precision whose first plan's warm-up step takes over this many times the fastest is not timed further: bf16 on
 #: CPUs that emulate it (3x slower than fp32 in every layout), fp32 on AMX CPUs. Layouts differ by far less.
 PRUNE_RATIO = 2.0
+#: Before a precision's first full warm-up step, each precision's first plan takes a step at this batch (per
+#: process): one whose small step takes over `PROBE_RATIO` times the fastest precision's is not timed at full size.
+#: bf16 emulated on an AVX2 CPU (no AVX-512) is 60x slower than fp32 at 64x64: its full warm-up step alone took 110 s
+#: of a 129 s selection there; a batch of 2 tells the same in about 2 s. The ratio is loose because a small batch is
+#: mostly per-call overhead, which makes precisions look closer than they are (so it prunes only the extreme case);
+#: the full warm-up step and `PRUNE_RATIO` decide the rest.
+PROBE_BATCH = 2
+PROBE_RATIO = 8.0
 #: Interleaved rounds of timed steps per candidate; the best round counts.
 ROUNDS = 2
 #: A round runs enough steps to last this long (one step at 64x64 on a CPU), at most MAX_ROUND_STEPS.
@@ -141,7 +149,10 @@ def measure(
     """Time `plans` on a `shape` model: a first step each, the first plan of each precision first (a precision
     whose first plan is `PRUNE_RATIO` times slower is not timed further), then interleaved rounds of timed steps
     until each plan has `ROUNDS`, the best kept. A first step of `ROUND_SECONDS` or more is its plan's first round;
-    shorter ones are timed in rounds of several steps after it. The global RNG and the GEMM switch are left as they were.
+    shorter ones are timed in rounds of several steps after it. With more than one precision and a training
+    `ModelShape`, each precision's first plan first takes two steps at `PROBE_BATCH` images, and a precision whose
+    faster one is `PROBE_RATIO` times the fastest's is not timed at full size. The global RNG and the GEMM switch
+    are left as they were.
 
     Args:
         prune: skip a precision whose first plan's warm-up step is far slower; False times every plan.
@@ -173,9 +184,27 @@ def measure(
         steps[plan]()
         first[plan] = clock() - start
 
+    def probe(plan: ExecutionPlan, small: ModelShape) -> float:
+        step = make(plan, small, device)
+        times = []
+        for _ in range(2):  # the first pays the precision's one-off costs (kernel creation)
+            start = clock()
+            step()
+            times.append(clock() - start)
+        return min(times)
+
     rounds: dict[ExecutionPlan, list[float]] = {}
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         try:
+            if prune and len(groups) > 1 and isinstance(shape, ModelShape) and shape.batch_size > PROBE_BATCH:
+                small = dataclasses.replace(shape, batch_size=PROBE_BATCH)
+                probed = {precision: probe(group[0], small) for precision, group in groups.items()}
+                quickest = min(probed.values())
+                for precision, seconds in probed.items():
+                    if seconds / quickest > PROBE_RATIO:
+                        for plan in groups.pop(precision):
+                            notes[plan] = (f"not timed: a step of {PROBE_BATCH} images in {precision} took "
+                                           f"{seconds / quickest:.0f}x the fastest precision's")  # fmt: skip
             for group in groups.values():
                 warm_up(group[0])
             fastest = min(first.values())
