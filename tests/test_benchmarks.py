@@ -28,9 +28,9 @@ def test_train_speed_prints_its_table() -> None:
 
 
 @pytest.mark.slow
-def test_train_speed_reports_a_far_slower_configuration_from_one_step() -> None:
-    """With --max-slowdown near 0 every row after the tutorial loop's first is "far slower": each is measured once,
-    from its first warm-up step, and says so; the tutorial loop itself is timed in full."""
+def test_train_speed_stops_a_far_slower_configuration_and_gives_the_bound() -> None:
+    """With --max-slowdown near 0 every row after the tutorial loop's is "far slower": each is stopped in its first
+    step, once, and its row gives a bound and says so; the tutorial loop itself is timed in full."""
     out = subprocess.run(
         [sys.executable, str(BENCHMARKS / "train_speed.py"), "--sizes", "16", "--steps", "1", "--warmup", "1",
          "--rounds", "2", "--max-slowdown", "0.001"],
@@ -42,7 +42,17 @@ def test_train_speed_reports_a_far_slower_configuration_from_one_step() -> None:
     cut = [row for row in rows if "not timed further" in row]
     assert any("dcgan bf16" in row for row in cut) and any("auto plan" in row for row in cut), out.stdout
     assert len(cut) == 11, "every dcgan row and the reference with dcgan's allocator setting"
+    assert all(row.split(" | ")[2].startswith("< ") for row in cut), "an upper bound on images/s"
     assert out.stderr.count("round 2 16x16") == 1, "round 2 times only the row that was not cut"
+
+
+def test_train_speed_workers_report_their_own_peak_memory() -> None:
+    """Each configuration runs in its own process; its peak memory is its own, not the parent's (Linux's ru_maxrss
+    carries the parent's peak into a child)."""
+    held = np.ones(1536 * 2**20, np.uint8)  # 1.5 GiB touched here, in the parent
+    code = "import sys; sys.path.insert(0, sys.argv[1]); from train_speed import peak_mb; print(peak_mb())"
+    out = subprocess.run([sys.executable, "-c", code, str(BENCHMARKS)], capture_output=True, text=True, check=True)
+    assert held.sum() > 0 and 0 < float(out.stdout) < 1024, out.stdout
 
 
 @pytest.mark.slow
