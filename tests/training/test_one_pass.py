@@ -137,11 +137,19 @@ def test_an_acgan_step_in_one_pass_is_the_two_pass_step(tmp_path: Path) -> None:
 
 
 def test_training_in_one_pass_reaches_the_two_pass_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A few steps of real training: G, D (running statistics included) and both Adam states agree."""
+    """A few steps of real training: G and D (running statistics included) agree to 1e-4, and both Adam states
+    to 1% of each tensor's norm. The moments are compared as wholes because the two paths round differently
+    (one product over 2B images against two over B) and a pre-activation within that rounding of zero takes the
+    other side of a ReLU: on an AVX2-only AMD EPYC, G's step-5 gradient then differed in a few elements, its first
+    moment by up to 6e-4 (0.12% of the tensor's norm) while the weights still agreed to 9e-6."""
     train_tiny(tmp_path / "two", steps=6, image_size=32)
     monkeypatch.setattr(Trainer, "one_pass_d", True)
     train_tiny(tmp_path / "one", steps=6, image_size=32)
     one, two = checkpoint_weights(tmp_path / "one"), checkpoint_weights(tmp_path / "two")
     assert one.keys() == two.keys()
     for key in two:
-        torch.testing.assert_close(one[key], two[key], rtol=1e-4, atol=1e-4, msg=lambda m, k=key: f"{k}: {m}")
+        if key.startswith("opt_") and "exp_avg" in key:
+            apart = (one[key].double() - two[key].double()).norm() / two[key].double().norm().clamp_min(1e-30)
+            assert apart < 1e-2, f"{key}: {float(apart):.2%} of its norm apart"
+        else:
+            torch.testing.assert_close(one[key], two[key], rtol=1e-4, atol=1e-4, msg=lambda m, k=key: f"{k}: {m}")
