@@ -438,8 +438,8 @@ def main() -> None:
         "--rounds", type=int, default=2, help="run every configuration this many times, interleaved; keep the best"
     )
     parser.add_argument("--max-slowdown", type=float, default=5.0, metavar="R",
-                        help="stop a configuration whose first step runs over R times the fastest step seen so far and "
-                        "give the bound (bf16 where the CPU emulates it); 0 times every one")  # fmt: skip
+                        help="stop a configuration whose first step runs over R times the fastest step so far "
+                        "and give the bound (bf16 where the CPU emulates it); 0 times every one")  # fmt: skip
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile (slow to warm up)")
     parser.add_argument("--end-to-end", type=Path, metavar="FOLDER",
                         help="instead: one epoch of this image folder from the command line, dcgan against the "
@@ -516,10 +516,9 @@ def main() -> None:
                 spec.update(extra)
                 if spec.get("compile"):
                     spec["warmup"] = max(args.warmup, 3)
+                # Only in round 1: a row timed once stays timed.
                 rates = [r["img_per_s"] for r in best.values() if "img_per_s" in r and "cut" not in r]
-                if (
-                    args.max_slowdown and rates and round_ == 0 and not spec.get("compile")
-                ):  # a row timed once stays timed
+                if args.max_slowdown and rates and round_ == 0 and not spec.get("compile"):
                     spec["max_step_s"] = args.max_slowdown * BATCH / max(rates)
                 result = run_isolated(spec)
                 if name not in best or result.get("img_per_s", 0) > best[name].get("img_per_s", 0):

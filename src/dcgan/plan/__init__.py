@@ -7,8 +7,9 @@ the speed work was done on CPUs with AMX, where bf16 + channels_last + GEMM conv
 on this project's later 2-core Xeons (AVX-512 without AMX or AVX-512-bf16) bf16 is emulated and 3x slower than
 fp32 in every layout, and fp32 with torch's NCHW kernels beats the GEMM path (72 against 64 images/s at 64x64,
 batch 128); on a 2-core AMD EPYC with AVX-512-bf16 but no AMX, bf16 is again the fastest (156 against 89 images/s
-for the best fp32 plan); on a 2-core AMD EPYC with AVX2 only (no AVX-512), bf16 runs 60x slower than fp32. So `precision="auto"` (the default) means: time a few real training steps of each candidate on the
-run's own model shape and device, keep the fastest, and cache the answer per machine, torch version and shape.
+for the best fp32 plan); on a 2-core AMD EPYC with AVX2 only (no AVX-512), bf16 runs 60x slower than fp32. So
+`precision="auto"` (the default) means: time a few real training steps of each candidate on the run's own model
+shape and device, keep the fastest, and cache the answer per machine, torch version and shape.
 
 The thread count is not a candidate: it is the process's (OMP_NUM_THREADS, `torch.set_num_threads`), recorded in
 the plan and part of what the cache matches. On a 2-core machine shared with another job, one thread can be many
@@ -22,10 +23,11 @@ How the plan is chosen:
 - `measure`: first each precision's first plan takes two steps of `PROBE_BATCH` (2) images, and a precision that
   takes over `PROBE_RATIO` (8) times the fastest's there is not timed at full size (bf16 on AVX2: its one full step
   alone cost 110 s). Then, after one warm-up step for the process, each candidate runs a first step, the first
-  plan of each precision first; a precision whose first step takes over `PRUNE_RATIO` (2) times the fastest is not explored
-  further (bf16 here: 3x slower in every layout). The rest are timed in `ROUNDS` (2) interleaved rounds of real
-  training steps (`Trainer.train_step` on random images; the first step is the first round when it takes 0.1 s
-  or more), the best round kept, so that a slow spell of a shared machine hits every candidate alike.
+  plan of each precision first; a precision whose first step takes over `PRUNE_RATIO` (2) times the fastest is not
+  explored further (bf16 on the Xeon without AMX: 3x slower in every layout). The rest are timed in `ROUNDS` (2)
+  interleaved rounds of real training steps (`Trainer.train_step` on random images; the first step is the first
+  round when it takes 0.1 s or more), the best round kept, so that a slow spell of a shared machine hits every
+  candidate alike.
 - `choose`: the fastest; among plans within the measurement noise of it (the spread between the rounds, at least
   2% and at most 10%), the simplest: fp32 before bf16 before fp16, then the built-in defaults' layout. Never a
   plan slower than the fastest by more than the noise.

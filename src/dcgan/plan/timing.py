@@ -155,7 +155,8 @@ def measure(
     are left as they were.
 
     Args:
-        prune: skip a precision whose first plan's warm-up step is far slower; False times every plan.
+        prune: skip a precision whose first plan's small probe step or warm-up step is far slower; False times
+            every plan.
         shape: what `stepper` builds the step for: a `ModelShape` for training steps (`plan_stepper`), an
             `InferenceShape` for forward passes (`dcgan.plan.inference`).
         stepper: builds a candidate's step (`plan_stepper`); tests give a fake one.
