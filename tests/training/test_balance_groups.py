@@ -17,7 +17,7 @@ from dcgan.gemm_conv import use_gemm_conv
 from dcgan.metrics import extractors
 from dcgan.metrics.feature_extractor import FeatureExtractor
 from dcgan.train import Trainer, train
-from dcgan.training.balance import MAX_WEIGHT, BalanceState, next_weights
+from dcgan.training.balance import GAIN, MAX_WEIGHT, BalanceState, next_weights
 from tests.conftest import checkpoint_weights, class_shapes_data, tiny_config
 
 
@@ -58,7 +58,7 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> dict[str, Brightness]:
 def test_a_group_under_drawn_gains_weight_and_the_mean_draw_weight_stays_one() -> None:
     target = torch.tensor([0.8, 0.2])
     weights = next_weights([1.0, 1.0], torch.tensor([0.95, 0.05]), target)  # the second group at a quarter
-    assert weights[1] / weights[0] == pytest.approx((0.2 / 0.05) ** 0.5 / (0.8 / 0.95) ** 0.5)
+    assert weights[1] / weights[0] == pytest.approx((0.2 / 0.05) ** GAIN / (0.8 / 0.95) ** GAIN)
     assert 0.8 * weights[0] + 0.2 * weights[1] == pytest.approx(1.0)
     # steered to the classifier's reading of the real images, averaged over the images' own groups
     read = next_weights([1.0, 1.0], torch.tensor([0.95, 0.05]), target, images=torch.tensor([0.7, 0.3]))
@@ -74,8 +74,8 @@ def test_weights_stay_within_bounds_and_a_group_the_data_lacks_keeps_its_weight(
     assert missing[0] == pytest.approx(1 / MAX_WEIGHT) and missing[1] > 1.5
     # a group no image holds is only scaled with the others, never moved by its reading
     mild = next_weights([1.0, 1.0, 1.0], torch.tensor([0.6, 0.3, 0.1]), torch.tensor([0.5, 0.5, 0.0]))
-    assert mild[1] / mild[2] == pytest.approx((0.5 / 0.3) ** 0.5) and mild[0] / mild[2] == pytest.approx(
-        (0.5 / 0.6) ** 0.5
+    assert mild[1] / mild[2] == pytest.approx((0.5 / 0.3) ** GAIN) and mild[0] / mild[2] == pytest.approx(
+        (0.5 / 0.6) ** GAIN
     )
     history = BalanceState([(4, [1.0, 2.0]), (8, [0.5, 3.0])])
     assert history.weights_at(0, 2) == [1.0, 1.0] and history.weights_at(7, 2) == [1.0, 2.0]
@@ -153,7 +153,7 @@ def test_a_run_says_what_it_balances(
         "--balance-groups fooled: every 4 steps, the groups of the fakes read since set each group's draw weight "
         "(groups from the shapes labels; their shares of the images: light 50.0%, dark 50.0%)." in said
     )
-    assert "step 4: groups' coverage (draw weight from here): light 2.00x (weight 0.12), dark 0.00x" in said
+    assert "step 4: groups' coverage (draw weight from here): light 2.00x (weight 0.06), dark 0.00x (weight 1.94)" in said
     assert "fooled is not calibrated, so it may read a small group too rarely on new images" in said
     assert build_config(None).balance_groups == "", "no preset balances"
 
