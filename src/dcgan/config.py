@@ -81,7 +81,8 @@ class TrainConfig:
     # "black=3" draws each black face three times as often as an image of an unnamed class; "" draws the data as is.
     class_weights: str = ""
     # Steer those draws by measurement (dcgan.training.balance): every `balance_every` steps a classifier of groups
-    # (an extractor name, e.g. "cnn-utkface64-race") reads G's samples, and the groups it under-draws are drawn more.
+    # (an extractor name, e.g. "cnn-utkface64-race") reads G's samples, and the groups it under-draws are drawn more;
+    # several, comma-separated ("cnn-utkface64-race,cnn-utkface64-gender"), each steer their own groups.
     balance_groups: str = ""
     balance_every: int = 400
     # Sampling and evaluation draw from a mixture of G's newest `snapshots` snapshots, taken every `snapshot_every`
@@ -146,7 +147,9 @@ class TrainConfig:
         from dcgan.data.balance import format_class_weights, parse_class_weights
 
         self.class_weights = format_class_weights(parse_class_weights(self.class_weights))
-        self.balance_groups = (self.balance_groups or "").strip()
+        from dcgan.training.balance import parse_balance_groups
+
+        self.balance_groups = ",".join(parse_balance_groups(self.balance_groups))
         if self.balance_groups and self.class_weights:
             raise ConfigError("--class-weights and --balance-groups both set how often each class is drawn; give one.")
         if self.precision not in PRECISIONS:

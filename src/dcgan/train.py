@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ from dcgan.gemm_conv import use_gemm_conv
 from dcgan.models import Generator, recalibrate_batchnorm, sample_prior
 from dcgan.plan import ModelShape, plan_for_run
 from dcgan.training.augment import augment, parse_policy, step_generator
-from dcgan.training.balance import BalanceState, GroupBalancer, format_update
+from dcgan.training.balance import GroupBalancer, JointBalance, parse_balance_groups
 from dcgan.training.dry_run import DryRunReport, dry_run
 from dcgan.training.ema import update_ema
 from dcgan.training.evaluation import BestCheckpoint
@@ -146,8 +147,9 @@ class Trainer:
         self.channels = self.data.channels
         #: Each image's weight in an epoch's draws under --class-weights (None: each image once per epoch).
         self.draw_weights = draw_weights(config.class_weights, self.data)
-        #: --balance-groups: what sets each image's draw weight from G's measured groups (None when off).
-        self.balancer = self._balancer(config) if config.balance_groups else None
+        #: --balance-groups: what sets each image's draw weight from G's measured groups, one classifier or
+        #: several (None when off).
+        self.balance = self._balance_groups(config) if config.balance_groups else None
         #: The classes a conditional run draws (label i is classes[i]); () for an unconditional run.
         self.classes = classes_to_draw(config, self.data)
         if state is not None:
@@ -196,31 +198,33 @@ class Trainer:
         self.g_train, self.d_train = self._wrap(self.G), self._wrap(self.D)
         self._gemm_before = use_gemm_conv(self.plan.gemm_conv)  # last: nothing after this can fail
 
-    def _balancer(self, config: TrainConfig) -> GroupBalancer:
-        """The --balance-groups controller: the classifier loads on every rank, the images' groups are read on
-        rank 0 and handed to the others, so every rank draws the same images."""
+    def _balance_groups(self, config: TrainConfig) -> JointBalance:
+        """The --balance-groups controllers, one per classifier: the classifiers load on every rank (all before
+        any reads the images: an unknown name fails at once), the images' groups are read on rank 0 and handed to
+        the others, so every rank draws the same images."""
         from dcgan.metrics.extractors import load_features
         from dcgan.metrics.reference import reference_groups
 
-        extractor = load_features(config.balance_groups, device=self.device)
-        groups = distributed.from_main(
-            lambda: reference_groups(extractor, self.data, progress=self.progress), self.dist
-        )
-        return GroupBalancer(extractor, groups, name=config.balance_groups, every=config.balance_every)
+        names = parse_balance_groups(config.balance_groups)
+        extractors = [load_features(name, device=self.device) for name in names]
+        balancers = []
+        for name, extractor in zip(names, extractors, strict=True):
+            read = functools.partial(reference_groups, extractor, self.data, progress=self.progress)
+            groups = distributed.from_main(read, self.dist)
+            balancers.append(GroupBalancer(extractor, groups, name=name, every=config.balance_every))
+        return JointBalance(balancers)
 
-    def _balance(self, log: TrainingLog) -> None:
+    def _update_balance(self, log: TrainingLog) -> None:
         """The weights rank 0's readings of the fakes set, in force on every rank from this step on."""
-        assert self.balancer is not None
-        balancer = self.balancer
-        update = distributed.from_main(lambda: balancer.update(self.step), self.dist)
-        if update is None:
-            return
-        shares, weights = update
-        balancer.apply(self.step, weights)
-        if self.dist.is_main:
-            values = balancer.report(shares, weights)
+        assert self.balance is not None
+        balance = self.balance
+        updates = distributed.from_main(lambda: balance.update(self.step), self.dist)
+        balance.apply(self.step, updates)
+        values, lines = balance.report(self.step, updates)
+        if self.dist.is_main and values:
             log.row(self.step, values, group="balance")
-            log.note(format_update(self.step, balancer.classes, values))
+            for line in lines:
+                log.note(line)
 
     def _wrap(self, module: nn.Module) -> nn.Module:
         wrapped = module
@@ -246,7 +250,7 @@ class Trainer:
                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "scaler": self.scaler.state_dict(),
                 "noise_rng": self.noise.get_state(), "rng": ckpt.rng_state(),
                 "nan_retries": self.rollback.retries, "best_value": self.best.value,
-                "balance": self.balancer.state.to_dict() if self.balancer is not None else None,
+                "balance": self.balance.state_dict() if self.balance is not None else None,
             },
         )  # fmt: skip
 
@@ -272,8 +276,8 @@ class Trainer:
         self._eval_copy = None
         self.rollback.retries = int(state.get("nan_retries", 0))
         self.best.value = state.get("best_value")
-        if self.balancer is not None:
-            self.balancer.state = BalanceState.from_dict(state.get("balance"))
+        if self.balance is not None:
+            self.balance.load_state_dict(state.get("balance"))
         self._order = None  # drawn again from the restored weights
 
     def save_checkpoint(self) -> Path | None:
@@ -364,8 +368,8 @@ class Trainer:
         if self._order is None or self._order[0] != epoch:
             noise = torch.Generator().manual_seed(self.config.seed * 7919 + epoch)
             weights = self.draw_weights
-            if self.balancer is not None:  # the weights in force at the epoch's first step
-                weights = self.balancer.image_weights(epoch * self.steps_per_epoch)
+            if self.balance is not None:  # the weights in force at the epoch's first step
+                weights = self.balance.image_weights(epoch * self.steps_per_epoch)
             if weights is None:
                 order = torch.randperm(len(self.data), generator=noise)
             else:  # as many draws as images, with replacement, each image as likely as its class's weight says
@@ -463,8 +467,8 @@ class Trainer:
                 logits_fake, loss_fake = loss(self.d_train(seen(fake.detach()), *y, **aux), zeros)
             scaler.scale(loss_fake).backward()
         scaler.step(self.opt_d)
-        if self.balancer is not None and self.dist.is_main and self.step % self.balancer.observe_every == 0:
-            self.balancer.observe(fake.detach())  # --balance-groups reads the groups of what G draws for D
+        if self.balance is not None and self.dist.is_main and self.step % self.balance.observe_every == 0:
+            self.balance.observe(fake.detach())  # --balance-groups reads the groups of what G draws for D
 
         # G: the non-saturating loss -log D(G(z)). D's weights are frozen so no gradient is spent on them (and the
         # plain D, not its DDP wrapper, runs: there is nothing of D's to all-reduce).
@@ -496,8 +500,9 @@ class Trainer:
                 print(self.grey_note, flush=True)
             if self.draw_weights is not None:
                 print(self._draw_note(), flush=True)
-            if self.balancer is not None:
-                print(self.balancer.describe(cfg.balance_every), flush=True)
+            if self.balance is not None:
+                for line in self.balance.describe(cfg.balance_every):
+                    print(line, flush=True)
         with (
             _gemm_conv(self.plan.gemm_conv, then=self._gemm_before),
             TrainingLog(folder, self.step, self.total_steps, writes=main, progress=self.progress) as log,
@@ -537,8 +542,8 @@ class Trainer:
                 if main and self.best.due(self.step, final):
                     self.best.evaluate(self.step, self.sampling_generator(), log, self._snapshot)
                 # Before the checkpoint, which then holds the weights the next epochs draw with.
-                if self.balancer is not None and self.step % cfg.balance_every == 0 and not final:
-                    self._balance(log)
+                if self.balance is not None and self.step % cfg.balance_every == 0 and not final:
+                    self._update_balance(log)
                 if cfg.snapshots > 1 and self.step % cfg.snapshot_every == 0:
                     distributed.from_main(self._write_snapshot, self.dist)  # as a checkpoint: one outcome for all
                 if self.step % cfg.checkpoint_every == 0 or epoch_end or final:

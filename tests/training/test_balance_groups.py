@@ -1,5 +1,6 @@
 """`--balance-groups`: a group G draws too rarely is drawn more often from the next epoch on, by as much as the
-readings say; the weights are part of the training state (a resumed run equals an uninterrupted one); a bad
+readings say; several classifiers each steer their own groups, an image weighing the product of its groups'
+weights; the weights are part of the training state (a resumed run equals an uninterrupted one); a bad
 extractor or a clash with --class-weights is one sentence."""
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ import torch
 
 from dcgan.cli import main
 from dcgan.config import build_config
-from dcgan.errors import ConfigError
+from dcgan.errors import CheckpointError, ConfigError
 from dcgan.gemm_conv import use_gemm_conv
 from dcgan.metrics import extractors
 from dcgan.metrics.feature_extractor import FeatureExtractor
+from dcgan.metrics.reference import Groups
 from dcgan.train import Trainer, train
-from dcgan.training.balance import GAIN, MAX_WEIGHT, BalanceState, next_weights
+from dcgan.training.balance import GAIN, MAX_WEIGHT, BalanceState, GroupBalancer, JointBalance, next_weights
 from tests.conftest import checkpoint_weights, class_shapes_data, tiny_config
 
 
@@ -53,6 +55,39 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> dict[str, Brightness]:
 
     monkeypatch.setattr(extractors, "load_features", load)
     return known
+
+
+class Side(FeatureExtractor):
+    """Reads a second attribute of `class_shapes_data`'s images, light or dark: which half holds the square, "left"
+    or "right". With `even` set it reads any batch alternately left and right instead (half and half)."""
+
+    input_size, in_channels, feature_dim, num_classes = 16, 1, 2, 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.name, self.even = "side", False
+        self.meta = {"format": extractors.FORMAT, "classes": json.dumps(["left", "right"])}
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mass = (x - x.mean((1, 2, 3), keepdim=True)).abs() * self.scale  # the square, bright or dark
+        right = mass[..., 8:].mean((1, 2, 3)) - mass[..., :8].mean((1, 2, 3))
+        if self.even:
+            right = torch.arange(len(x), device=x.device) % 2 * 2.0 - 1
+        logits = torch.stack([-right, right], 1)
+        return logits, logits
+
+
+@pytest.fixture
+def side(reads: dict[str, Brightness], monkeypatch: pytest.MonkeyPatch) -> Side:
+    """ "side", loadable by name beside `reads`' extractors."""
+    extractor, others = Side(), extractors.load_features
+
+    def load(spec: object, data: str | None = None, **kwargs: object) -> FeatureExtractor:
+        return extractor if str(spec) == "side" else others(spec, data, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(extractors, "load_features", load)
+    return extractor
 
 
 def test_a_group_under_drawn_gains_weight_and_the_mean_draw_weight_stays_one() -> None:
@@ -101,10 +136,12 @@ def _fooled_trainer(out: Path, reads: dict[str, Brightness], **overrides: object
 def test_a_group_g_never_draws_is_drawn_more_from_the_next_epoch(tmp_path: Path, reads: dict[str, Brightness]) -> None:
     trainer = _fooled_trainer(tmp_path / "run", reads, steps=16)
     try:
-        assert trainer.balancer is not None and trainer.balancer.share.tolist() == [0.5, 0.5]
+        assert trainer.balance is not None
+        (balancer,) = trainer.balance.balancers
+        assert balancer.share.tolist() == [0.5, 0.5]
         trainer.fit()
-        state = trainer.balancer.state if trainer.balancer is not None else None
-        assert state is not None and [step for step, _ in state.history] == [4, 8, 12]
+        state = balancer.state
+        assert [step for step, _ in state.history] == [4, 8, 12]
         light, dark = state.weights_at(8, 2)
         assert light == pytest.approx(1 / MAX_WEIGHT) and dark > 1.8
         per_epoch = trainer.steps_per_epoch  # 8: the reading at step 4 counts from the epoch at step 8
@@ -153,7 +190,9 @@ def test_a_run_says_what_it_balances(
         "--balance-groups fooled: every 4 steps, the groups of the fakes read since set each group's draw weight "
         "(groups from the shapes labels; their shares of the images: light 50.0%, dark 50.0%)." in said
     )
-    assert "step 4: groups' coverage (draw weight from here): light 2.00x (weight 0.06), dark 0.00x (weight 1.94)" in said
+    assert (
+        "step 4: groups' coverage (draw weight from here): light 2.00x (weight 0.06), dark 0.00x (weight 1.94)" in said
+    )
     assert "fooled is not calibrated, so it may read a small group too rarely on new images" in said
     assert build_config(None).balance_groups == "", "no preset balances"
 
@@ -166,12 +205,107 @@ def test_the_fakes_are_steered_to_the_labelled_shares_not_to_the_classifiers_rea
     config = tiny_config(balance_groups="brightness", balance_every=4, steps=4)
     trainer = Trainer(config, tmp_path / "run", data=class_shapes_data(), progress=False)
     try:
-        assert trainer.balancer is not None
-        assert trainer.balancer.share.tolist() == [0.5, 0.5], "the labels' shares, not the reading's [1, 0]"
-        trainer.balancer.extractor.meta["calibrated"] = "yes"
-        assert "not calibrated" not in trainer.balancer.describe(4)
+        assert trainer.balance is not None
+        (balancer,) = trainer.balance.balancers
+        assert balancer.share.tolist() == [0.5, 0.5], "the labels' shares, not the reading's [1, 0]"
+        balancer.extractor.meta["calibrated"] = "yes"
+        assert "not calibrated" not in balancer.describe(4)
     finally:
         use_gemm_conv(trainer._gemm_before)
+
+
+def test_two_classifiers_each_steer_their_own_groups_and_an_image_weighs_the_product(
+    tmp_path: Path, reads: dict[str, Brightness], side: Side
+) -> None:
+    """ "fooled" reads every fake as light, so dark gains weight; "side" reads the fakes half left, half right, so its
+    weights move only by how far that is from the images' left/right shares."""
+    config = tiny_config(balance_groups="fooled, side", balance_every=4, steps=16)
+    assert config.balance_groups == "fooled,side"
+    trainer = Trainer(config, tmp_path / "run", data=class_shapes_data(), progress=False)
+    reads["fooled"].always, side.even = 0, True
+    try:
+        assert trainer.balance is not None
+        fooled, sides = trainer.balance.balancers
+        trainer.fit()
+        light, dark = fooled.state.weights_at(8, 2)
+        assert light == pytest.approx(1 / MAX_WEIGHT) and dark > 1.8
+        left, right = sides.state.weights_at(4, 2)  # from the 32 fakes of step 0, read 16 left and 16 right
+        share_left, share_right = sides.share.tolist()
+        assert left / right == pytest.approx((share_left / 0.5) ** GAIN / (share_right / 0.5) ** GAIN)
+        assert all(0.7 < w < 1.4 for _, weights in sides.state.history for w in weights)
+        assert trainer.data.labels is not None
+        expected = (
+            torch.tensor([light, dark], dtype=torch.float64)[trainer.data.labels]
+            * torch.tensor(sides.state.weights_at(8, 2), dtype=torch.float64)[sides.groups]
+        )
+        assert torch.allclose(trainer.balance.image_weights(8), expected)
+        assert _drawn_dark(trainer, range(8, 16)) > 0.85
+    finally:
+        use_gemm_conv(trainer._gemm_before)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    balance = [row for row in rows if "weight_dark" in row]
+    assert [row["step"] for row in balance] == [4, 8, 12] and all("weight_left" in row for row in balance)
+
+
+def test_joint_weights_and_their_checkpoint_state() -> None:
+    """One classifier's state is saved as it always was; several as a list, which resumes only as many."""
+    light_dark = GroupBalancer(
+        Brightness(), Groups(("light", "dark"), torch.tensor([0, 1, 1, 0]), "labels"), name="brightness", every=4
+    )
+    sides = GroupBalancer(
+        Side(), Groups(("left", "right"), torch.tensor([1, 0, 1, -1]), "labels"), name="side", every=4
+    )
+    light_dark.apply(4, [0.5, 2.0])
+    sides.apply(4, [1.5, 0.75])
+    joint, one = JointBalance([light_dark, sides]), JointBalance([light_dark])
+    # the last image has no side: its light/dark weight alone
+    assert joint.image_weights(4).tolist() == [0.5 * 0.75, 2.0 * 1.5, 2.0 * 0.75, 0.5]
+    assert torch.equal(one.image_weights(4), light_dark.image_weights(4))
+    assert one.state_dict() == light_dark.state.to_dict()
+    saved = joint.state_dict()
+    assert saved == [light_dark.state.to_dict(), sides.state.to_dict()]
+    with pytest.raises(CheckpointError, match=r"^The checkpoint holds the --balance-groups state of 1 classifier and "):
+        joint.load_state_dict(light_dark.state.to_dict())
+    with pytest.raises(CheckpointError, match="state of 2 classifiers and this run gives 1;"):
+        one.load_state_dict(saved)
+    with pytest.raises(CheckpointError, match="state for brightness has weights for 5 groups"):
+        one.load_state_dict({"history": [[4, [1.0] * 5]], "counts": []})
+    light_dark.state, sides.state = BalanceState(), BalanceState()
+    joint.load_state_dict(saved)
+    assert joint.state_dict() == saved
+    fooled = GroupBalancer(
+        Brightness(), Groups(("light", "dark"), torch.tensor([1, 0]), "labels"), name="fooled", every=4
+    )
+    with pytest.raises(ConfigError, match=r"^--balance-groups brightness and fooled both have a group named 'light'"):
+        JointBalance([light_dark, fooled])
+
+
+def test_a_run_balanced_by_two_classifiers_resumes_to_the_same_weights(
+    tmp_path: Path, reads: dict[str, Brightness], side: Side
+) -> None:
+    flags = {"balance_groups": "brightness,side", "balance_every": 4}
+    train(tiny_config(steps=12, **flags), tmp_path / "full", data=class_shapes_data(), progress=False)
+    train(tiny_config(steps=6, checkpoint_every=6, **flags), tmp_path / "part", data=class_shapes_data(),
+          progress=False)  # fmt: skip
+    train(tiny_config(steps=12, **flags), tmp_path / "part", resume=True, data=class_shapes_data(), progress=False)
+    full, part = checkpoint_weights(tmp_path / "full"), checkpoint_weights(tmp_path / "part")
+    assert full.keys() == part.keys()
+    for name in full:
+        assert torch.equal(full[name], part[name]), name
+    states = [
+        torch.load(folder / "checkpoints" / "step-00000012.pt", weights_only=True)["balance"]
+        for folder in (tmp_path / "full", tmp_path / "part")
+    ]
+    assert states[0] == states[1] and len(states[0]) == 2
+    assert [[step for step, _ in state["history"]] for state in states[0]] == [[4, 8], [4, 8]]
+
+
+def test_several_classifiers_are_given_once_each() -> None:
+    assert build_config(balance_groups=" brightness , side ").balance_groups == "brightness,side"
+    with pytest.raises(ConfigError, match=r"^--balance-groups takes extractor names separated by commas"):
+        build_config(balance_groups="brightness,,side")
+    with pytest.raises(ConfigError, match=r"^--balance-groups names 'side' twice; give each classifier once\.$"):
+        build_config(balance_groups="side,brightness, side")
 
 
 def test_balance_groups_and_class_weights_together_are_refused() -> None:
@@ -183,6 +317,8 @@ def test_balance_groups_and_class_weights_together_are_refused() -> None:
     ("flags", "message"),
     [
         (["--balance-groups", "cnn-nowhere-race"], "No feature extractor 'cnn-nowhere-race' in "),
+        (["--balance-groups", "cnn-nowhere-race,cnn-nowhere-gender"], "No feature extractor 'cnn-nowhere-race' in "),
+        (["--balance-groups", "x,"], "--balance-groups takes extractor names separated by commas"),
         (["--balance-groups", "x", "--class-weights", "a=2"], "--class-weights and --balance-groups both set"),
     ],
 )

@@ -90,9 +90,11 @@ CONFIG_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
     "--balance-groups": (
         "balance_groups",
         {
-            "metavar": "EXTRACTOR",
+            "metavar": "EXTRACTOR,...",
             "help": "every --balance-every steps, a classifier of groups (e.g. cnn-utkface64-race) reads G's fakes "
-            "and the real images of the groups G draws too rarely are drawn more often",
+            "and the real images of the groups G draws too rarely are drawn more often; several, comma-separated "
+            "(cnn-utkface64-race,cnn-utkface64-gender), each balance their own groups, and each image's draw weight "
+            "is the product of its groups' weights",
         },
     ),
     "--balance-every": (

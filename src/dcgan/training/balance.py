@@ -21,6 +21,12 @@ was fitted on (`cnn-utkface64-race` before calibration read 3.8% of its training
 ones, 3.9% labelled). `dcgan extractor fit` calibrates a classifier so that it reads held-out images in their
 labelled proportions, which makes the count of its readings of the fakes a fair measure of G's shares.
 
+Several classifiers can balance at once, comma-separated (`--balance-groups cnn-utkface64-race,cnn-utkface64-gender`;
+race alone left UTKFace's men drawn at 0.78x their share). Each steers its own groups as above, from its own reading
+of the same fakes, and each image's draw weight is the product of its groups' weights, one per classifier (a
+classifier that gives the image no group counts 1). Each one's readings already hold what the others' weights do
+to its groups, so they need no coordination: each integrates its own error away (`JointBalance`).
+
 Which images an epoch draws depends only on the weights in force at its first step, and the weights' history is
 part of the training state: a resumed run, and every DDP rank, draws the same images.
 """
@@ -34,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from dcgan.data.balance import per_image
-from dcgan.errors import ConfigError
+from dcgan.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
     from dcgan.metrics.extractors import FeatureExtractor
@@ -52,6 +58,26 @@ MAX_WEIGHT = 16.0
 OBSERVE_EVERY = 8
 #: A group no fake showed counts as this share, not zero (a finite step up, still the largest there is).
 FLOOR = 1e-3
+
+
+def parse_balance_groups(text: str | None) -> list[str]:
+    """`"cnn-utkface64-race, cnn-utkface64-gender"` -> ["cnn-utkface64-race", "cnn-utkface64-gender"]; "" -> [] (off).
+
+    Raises:
+        ConfigError: an empty part, or a classifier given twice.
+    """
+    if not (text or "").strip():
+        return []
+    names = [part.strip() for part in (text or "").split(",")]
+    if not all(names):
+        raise ConfigError(
+            "--balance-groups takes extractor names separated by commas, e.g. cnn-utkface64-race,cnn-utkface64-gender;"
+            f" {text!r} has an empty one."
+        )
+    twice = next((name for i, name in enumerate(names) if name in names[:i]), None)
+    if twice is not None:
+        raise ConfigError(f"--balance-groups names {twice!r} twice; give each classifier once.")
+    return names
 
 
 @dataclass
@@ -198,11 +224,115 @@ class GroupBalancer:
         return values
 
 
-def format_update(step: int, classes: tuple[str, ...], values: dict[str, float]) -> str:
-    """One line for an update: each group's coverage and its new weight."""
+class JointBalance:
+    """`--balance-groups` with one classifier or several: each `GroupBalancer` steers its own groups, and each
+    image's draw weight is the product of its weights under each (module docstring).
+
+    Args:
+        balancers: one per classifier, in the order given.
+
+    Raises:
+        ConfigError: two classifiers have a group of the same name (their values in the log would share a name).
+    """
+
+    def __init__(self, balancers: list[GroupBalancer]) -> None:
+        for i, later in enumerate(balancers):
+            for earlier in balancers[:i]:
+                shared = next((name for name in later.classes if name in earlier.classes), None)
+                if shared is not None:
+                    raise ConfigError(
+                        f"--balance-groups {earlier.name} and {later.name} both have a group named {shared!r}, and "
+                        "each group's coverage and weight are logged by its name: give classifiers of different groups."
+                    )
+        self.balancers = balancers
+        #: Steps between readings of the fake batch (every balancer reads the same fakes).
+        self.observe_every = min(balancer.observe_every for balancer in balancers)
+
+    def image_weights(self, step: int) -> torch.Tensor:
+        """Each training image's draw weight (float64) for an epoch that starts at `step`: the product of its
+        weights under each classifier (one classifier: its weights as they are)."""
+        weights = self.balancers[0].image_weights(step)
+        for balancer in self.balancers[1:]:
+            weights = weights * balancer.image_weights(step)
+        return weights
+
+    def observe(self, fakes: torch.Tensor) -> None:
+        """Every classifier reads `fakes` (G's output in [-1, 1], as D was shown it) into its own counts."""
+        for balancer in self.balancers:
+            balancer.observe(fakes)
+
+    def update(self, step: int) -> list[tuple[list[float], list[float]] | None]:
+        """Each classifier's `GroupBalancer.update`: its groups' shares among the fakes and its next weights."""
+        return [balancer.update(step) for balancer in self.balancers]
+
+    def apply(self, step: int, updates: list[tuple[list[float], list[float]] | None]) -> None:
+        """Put each classifier's new weights (from `update`) in force for the epochs that start at or after `step`."""
+        for balancer, update in zip(self.balancers, updates, strict=True):
+            if update is not None:
+                balancer.apply(step, update[1])
+
+    def report(
+        self, step: int, updates: list[tuple[list[float], list[float]] | None]
+    ) -> tuple[dict[str, float], list[str]]:
+        """The values logged at an update (every classifier's in one row) and one line per classifier."""
+        values: dict[str, float] = {}
+        lines = []
+        for balancer, update in zip(self.balancers, updates, strict=True):
+            if update is not None:
+                own = balancer.report(*update)
+                values.update(own)
+                name = balancer.name if len(self.balancers) > 1 else None
+                lines.append(format_update(step, balancer.classes, own, name=name))
+        return values, lines
+
+    def describe(self, every: int) -> list[str]:
+        """The lines a run prints when it starts: one per classifier."""
+        return [balancer.describe(every) for balancer in self.balancers]
+
+    def state_dict(self) -> dict[str, Any] | list[dict[str, Any]]:
+        """What a checkpoint holds: one classifier's `BalanceState` as a dict (as before several could be given),
+        a list of them for several."""
+        states = [balancer.state.to_dict() for balancer in self.balancers]
+        return states[0] if len(states) == 1 else states
+
+    def load_state_dict(self, saved: dict[str, Any] | list[dict[str, Any]] | None) -> None:
+        """Restore `state_dict`'s output (None: a checkpoint from before balancing began, every weight 1).
+
+        Raises:
+            CheckpointError: it holds another number of classifiers, or another number of groups, than this run's.
+        """
+        states: list[dict[str, Any] | None]
+        if isinstance(saved, list):
+            states = list(saved)
+        else:
+            states = [saved] if saved is not None else [None] * len(self.balancers)
+        if len(states) != len(self.balancers):
+            saved_count = f"{len(states)} classifier" + ("s" if len(states) != 1 else "")
+            raise CheckpointError(
+                f"The checkpoint holds the --balance-groups state of {saved_count} and this run gives "
+                f"{len(self.balancers)}; resume with the run's own --balance-groups, or start a new --out."
+            )
+        restored = [BalanceState.from_dict(state) for state in states]
+        for balancer, state in zip(self.balancers, restored, strict=True):
+            sizes = {len(weights) for _, weights in state.history} | ({len(state.counts)} if state.counts else set())
+            other = sizes - {len(balancer.classes)}
+            if other:
+                raise CheckpointError(
+                    f"The checkpoint's --balance-groups state for {balancer.name} has weights for {min(other)} groups "
+                    f"and {balancer.name} reads {len(balancer.classes)}; resume with the run's own --balance-groups, "
+                    "or start a new --out."
+                )
+        for balancer, state in zip(self.balancers, restored, strict=True):
+            balancer.state = state
+
+
+def format_update(step: int, classes: tuple[str, ...], values: dict[str, float], name: str | None = None) -> str:
+    """One line for an update: each group's coverage and its new weight (`name`: the classifier's, where several
+    balance at once)."""
     parts = []
-    for name in classes:
-        coverage = values.get(f"coverage_{name}")
+    for group in classes:
+        coverage = values.get(f"coverage_{group}")
         shown = f"{coverage:.2f}x" if coverage is not None and math.isfinite(coverage) else "-"
-        parts.append(f"{name} {shown} (weight {values[f'weight_{name}']:.2f})")
-    return f"step {step:,}: groups' coverage (draw weight from here): " + ", ".join(parts)
+        parts.append(f"{group} {shown} (weight {values[f'weight_{group}']:.2f})")
+    by = f" by {name}" if name else ""
+    return f"step {step:,}: groups' coverage{by} (draw weight from here): " + ", ".join(parts)
