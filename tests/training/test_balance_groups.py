@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -154,26 +155,33 @@ def test_a_group_g_never_draws_is_drawn_more_from_the_next_epoch(tmp_path: Path,
     assert [row["step"] for row in balance] == [4, 8, 12] and balance[0]["coverage_dark"] == 0.0
 
 
+def _whole_and_resumed(tmp_path: Path, steps: int, **flags: object) -> list[Any]:
+    """Train `steps` steps whole ("full") and stopped at step 6 then resumed ("part"), check that both end with the
+    same weights, and return the balance state each one's last checkpoint holds (full's, part's)."""
+    train(tiny_config(steps=steps, **flags), tmp_path / "full", data=class_shapes_data(), progress=False)
+    train(tiny_config(steps=6, checkpoint_every=6, **flags), tmp_path / "part", data=class_shapes_data(),
+          progress=False)  # fmt: skip
+    train(tiny_config(steps=steps, **flags), tmp_path / "part", resume=True, data=class_shapes_data(), progress=False)
+    full, part = checkpoint_weights(tmp_path / "full"), checkpoint_weights(tmp_path / "part")
+    assert full.keys() == part.keys()
+    for name in full:
+        assert torch.equal(full[name], part[name]), name
+    return [
+        torch.load(folder / "checkpoints" / f"step-{steps:08d}.pt", weights_only=True)["balance"]
+        for folder in (tmp_path / "full", tmp_path / "part")
+    ]
+
+
 def test_a_balanced_run_resumes_to_the_same_weights_and_differs_from_a_plain_one(
     tmp_path: Path, reads: dict[str, Brightness]
 ) -> None:
     """The checkpoint at step 6 falls between two updates: the fakes read since step 4 go on counting."""
     flags = {"balance_groups": "brightness", "balance_every": 4}
-    train(tiny_config(steps=20, **flags), tmp_path / "full", data=class_shapes_data(), progress=False)
-    train(tiny_config(steps=6, checkpoint_every=6, **flags), tmp_path / "part", data=class_shapes_data(),
-          progress=False)  # fmt: skip
-    train(tiny_config(steps=20, **flags), tmp_path / "part", resume=True, data=class_shapes_data(), progress=False)
-    full, part = checkpoint_weights(tmp_path / "full"), checkpoint_weights(tmp_path / "part")
-    assert full.keys() == part.keys()
-    for name in full:
-        assert torch.equal(full[name], part[name]), name
-    histories = [
-        torch.load(folder / "checkpoints" / "step-00000020.pt", weights_only=True)["balance"]["history"]
-        for folder in (tmp_path / "full", tmp_path / "part")
-    ]
+    histories = [state["history"] for state in _whole_and_resumed(tmp_path, 20, **flags)]
     assert histories[0] == histories[1] and [step for step, _ in histories[0]] == [4, 8, 12, 16]
     train(tiny_config(steps=20), tmp_path / "plain", data=class_shapes_data(), progress=False)
     plain = checkpoint_weights(tmp_path / "plain")
+    full = checkpoint_weights(tmp_path / "full")
     assert any(not torch.equal(full[name], plain[name]) for name in full), "the readings change what is drawn"
 
 
@@ -283,19 +291,7 @@ def test_joint_weights_and_their_checkpoint_state() -> None:
 def test_a_run_balanced_by_two_classifiers_resumes_to_the_same_weights(
     tmp_path: Path, reads: dict[str, Brightness], side: Side
 ) -> None:
-    flags = {"balance_groups": "brightness,side", "balance_every": 4}
-    train(tiny_config(steps=12, **flags), tmp_path / "full", data=class_shapes_data(), progress=False)
-    train(tiny_config(steps=6, checkpoint_every=6, **flags), tmp_path / "part", data=class_shapes_data(),
-          progress=False)  # fmt: skip
-    train(tiny_config(steps=12, **flags), tmp_path / "part", resume=True, data=class_shapes_data(), progress=False)
-    full, part = checkpoint_weights(tmp_path / "full"), checkpoint_weights(tmp_path / "part")
-    assert full.keys() == part.keys()
-    for name in full:
-        assert torch.equal(full[name], part[name]), name
-    states = [
-        torch.load(folder / "checkpoints" / "step-00000012.pt", weights_only=True)["balance"]
-        for folder in (tmp_path / "full", tmp_path / "part")
-    ]
+    states = _whole_and_resumed(tmp_path, 12, balance_groups="brightness,side", balance_every=4)
     assert states[0] == states[1] and len(states[0]) == 2
     assert [[step for step, _ in state["history"]] for state in states[0]] == [[4, 8], [4, 8]]
 
