@@ -171,11 +171,9 @@ class GroupBalancer:
 
     @torch.no_grad()
     def observe(self, fakes: torch.Tensor) -> None:
-        """Add the classifier's reading of `fakes` (G's output in [-1, 1], as D was shown it) to the counts."""
-        from dcgan.sample import to_uint8
-
+        """Add the classifier's reading of `fakes` (G's output as uint8 images on the host) to the counts."""
         count = len(self.classes)
-        logits = self.extractor.extract(to_uint8(fakes), batch_size=len(fakes), logits=True).logits
+        logits = self.extractor.extract(fakes, batch_size=len(fakes), logits=True).logits
         assert logits is not None
         read = torch.bincount(logits.argmax(1), minlength=count)[:count].double()
         counts = torch.tensor(self.state.counts or [0.0] * count, dtype=torch.float64)
@@ -257,9 +255,13 @@ class JointBalance:
         return weights
 
     def observe(self, fakes: torch.Tensor) -> None:
-        """Every classifier reads `fakes` (G's output in [-1, 1], as D was shown it) into its own counts."""
+        """Every classifier reads `fakes` (G's output in [-1, 1], as D was shown it) into its own counts; the images
+        are made uint8 on the host once for all of them."""
+        from dcgan.sample import to_uint8
+
+        images = to_uint8(fakes)
         for balancer in self.balancers:
-            balancer.observe(fakes)
+            balancer.observe(images)
 
     def update(self, step: int) -> list[tuple[list[float], list[float]] | None]:
         """Each classifier's `GroupBalancer.update`: its groups' shares among the fakes and its next weights."""
