@@ -12,10 +12,10 @@ import torch
 
 from dcgan.cli import main
 from dcgan.data import load_images
-from dcgan.errors import ConfigError
+from dcgan.errors import CheckpointError, ConfigError
 from dcgan.metrics import load_features
-from dcgan.metrics.extractors import class_names, extractor_dir
-from dcgan.metrics.fit import extractor_name, hold_out
+from dcgan.metrics.extractors import Ensemble, class_names, extractor_dir
+from dcgan.metrics.fit import extractor_name, hold_out, shift_logits
 from tests.data.faces import write_faces
 
 
@@ -81,6 +81,7 @@ def test_extractor_names_say_arch_data_and_field() -> None:
     assert extractor_name("cnn", "../shared/data/faces/utkface64", "gender") == "cnn-utkface64-gender"
     assert extractor_name("lenet", "mnist") == "lenet-mnist"
     assert extractor_name("cnn", "/photos/My Cats!/") == "cnn-my-cats"
+    assert extractor_name("cnn", "utkface64", "race", members=3) == "cnn-utkface64-race-x3"
 
 
 def test_list_shows_the_held_out_accuracy(fitted: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -123,3 +124,66 @@ def test_cli_errors_are_one_sentence(faces: Path, tmp_path: Path, capsys: pytest
 def test_a_missing_faces_extractor_says_how_to_make_it() -> None:
     with pytest.raises(ConfigError, match=r"`dcgan extractor fit --data FOLDER --labels-from-name race` on a folder"):
         load_features("cnn-elsewhere-race")
+
+
+def test_members_fit_one_extractor_that_reads_their_mean_probability(
+    faces: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["extractor", "fit", "--data", str(faces), "--labels-from-name", "gender", "--epochs", "4", "--quiet"]
+    single, pair = tmp_path / "single.safetensors", tmp_path / "pair.safetensors"
+    assert main([*argv, "--batch-size", "32", "--no-calibrate", "--out", str(single)]) == 0
+    assert main([*argv, "--batch-size", "32", "--no-calibrate", "--members", "2", "--out", str(pair)]) == 0
+    assert ", 2 classifiers (seeds 0-1), each after 4 epochs (" in capsys.readouterr().out
+    one, both = load_features(single), load_features(pair)
+    assert isinstance(both, Ensemble) and len(both.members) == 2 and class_names(both) == ("male", "female")
+    assert both.meta["member_seeds"] == "0-1" and float(both.meta["test_accuracy"]) >= 0.9
+    images = load_images(str(faces), image_size=12, labels_from_name="gender").images[:16]
+    member_features, member_logits = zip(*(m(images) for m in both.members))
+    torch.testing.assert_close(member_logits[0], one(images)[1])  # the first member is the single fit with --seed
+    assert not torch.allclose(member_logits[0], member_logits[1], atol=1e-3)  # the second one's seed is another
+    features, logits = both(images)
+    mean = torch.stack([logits.softmax(1) for logits in member_logits]).mean(0)
+    torch.testing.assert_close(logits.exp(), mean)
+    torch.testing.assert_close(features, torch.cat(member_features, dim=1))
+    assert features.shape == (16, 2 * one.feature_dim)
+
+
+def test_an_ensemble_is_calibrated_named_and_evaluated_like_one_classifier(
+    faces: Path, tiny_run_rgb: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["extractor", "fit", "--data", str(faces), "--labels-from-name", "gender", "--epochs", "4", "--quiet"]
+    assert main([*argv, "--batch-size", "32", "--members", "3"]) == 0
+    assert "Use it with --features cnn-faces-gender-x3" in capsys.readouterr().out
+    model = load_features("cnn-faces-gender-x3")
+    assert isinstance(model, Ensemble) and len(model.members) == 3
+    assert model.meta["calibrated"].startswith("class offsets fitted on 18 images")
+    assert len(json.loads(model.meta["heldout_read"])) == 2
+    images = load_images(str(faces), image_size=12, labels_from_name="gender").images[:8]
+    before, biases = model(images)[1], [m.classifier[1].bias.clone() for m in model.members]
+    shift_logits(model, torch.tensor([0.5, -0.5]))  # what calibration does: the mean's logits move, not the members'
+    torch.testing.assert_close(model(images)[1], before + torch.tensor([0.5, -0.5]))
+    assert all(torch.equal(m.classifier[1].bias, b) for m, b in zip(model.members, biases, strict=True))
+    evaluate = ["evaluate", str(tiny_run_rgb), "--data", str(faces), "--features", "cnn-faces-gender-x3"]
+    assert main([*evaluate, "--n", "64", "--metrics", "coverage", "--quiet"]) == 0
+    assert "features:  cnn-faces-gender-x3 (held-out accuracy" in (printed := capsys.readouterr().out)
+    assert "coverage64_min" in printed and "groups from the gender in the file names" in printed
+
+
+def test_a_damaged_ensemble_file_is_one_clear_error(
+    faces: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    path = tmp_path / "pair.safetensors"
+    argv = ["extractor", "fit", "--data", str(faces), "--labels-from-name", "gender", "--epochs", "1", "--quiet"]
+    assert main([*argv, "--batch-size", "32", "--members", "2", "--out", str(path)]) == 0
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    weights = {k: v for k, v in load_file(str(path)).items() if not k.startswith("members.1.body.0")}
+    save_file(weights, str(tmp_path / "cut.safetensors"), metadata=meta)
+    with pytest.raises(CheckpointError, match=r"cut.safetensors do not fit the ensemble network\.$"):
+        load_features(tmp_path / "cut.safetensors")
+    with pytest.raises(SystemExit, match="2"):
+        main(["extractor", "fit", "--data", str(faces), "--labels-from-name", "gender", "--members", "0"])
+    assert capsys.readouterr().err.endswith("error: argument --members: expected a positive integer, got 0\n")

@@ -30,7 +30,7 @@ from torch import nn
 
 from dcgan.data import ImageData, load_images, registry
 from dcgan.errors import ConfigError, DataError
-from dcgan.metrics.extractors import ARCHES, FeatureExtractor, extractor_dir, save_extractor
+from dcgan.metrics.extractors import ARCHES, Ensemble, FeatureExtractor, extractor_dir, save_extractor
 
 #: Training length by architecture, in optimiser steps (rounded up to whole epochs): a few minutes on a CPU.
 DEFAULT_STEPS = {"lenet": 2000, "cnn": 1500}
@@ -53,13 +53,17 @@ def default_epochs(arch: str, train_images: int, batch_size: int) -> int:
     return max(1, math.ceil(DEFAULT_STEPS[arch] / per_epoch))
 
 
-def extractor_name(arch: str, data: str, labels_from_name: str | None = None) -> str:
+def extractor_name(arch: str, data: str, labels_from_name: str | None = None, members: int = 1) -> str:
     """What `--features` calls an extractor: `<arch>-<data>`, the data being a set's name or a folder's own
-    name, and `-<field>` for labels read from file names (`cnn-utkface64-gender`)."""
+    name, `-<field>` for labels read from file names (`cnn-utkface64-gender`) and `-x<N>` for an ensemble of N."""
     if registry.find(data) is None:
         data = Path(data).expanduser().resolve().name
         data = re.sub(r"[^a-z0-9.+]+", "-", data.lower()).strip("-.") or "folder"
-    return f"{arch}-{data}" + (f"-{labels_from_name}" if labels_from_name else "")
+    return (
+        f"{arch}-{data}"
+        + (f"-{labels_from_name}" if labels_from_name else "")
+        + (f"-x{members}" if members > 1 else "")
+    )
 
 
 def hold_out(data: ImageData, fraction: float = HOLDOUT, seed: int = 0) -> tuple[ImageData, ImageData]:
@@ -109,7 +113,11 @@ def prior_offsets(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def shift_logits(model: FeatureExtractor, offsets: torch.Tensor) -> None:
-    """Add `offsets` to the bias of the classifier's last linear layer (its logits move by them)."""
+    """Add `offsets` to the bias of the classifier's last linear layer (its logits move by them); an ensemble's to
+    its own offsets, after the members' mean."""
+    if isinstance(model, Ensemble):
+        model.offsets.add_(offsets.to(model.offsets))
+        return
     last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
     assert last.bias is not None and last.bias.shape == offsets.shape
     with torch.no_grad():
@@ -172,6 +180,7 @@ def fit_extractor(
     name: str | None = None,
     measured_on: str = "test split",
     calibrate_on_test: bool = False,
+    members: int = 1,
 ) -> tuple[FeatureExtractor, dict[str, str]]:
     """Train a classifier on `train` (uint8 images with labels) and measure it on `test`.
 
@@ -185,6 +194,8 @@ def fit_extractor(
         measured_on: what `test` is, saved with the accuracy (e.g. "held-out 15% (seed 0)").
         calibrate_on_test: move the logits so `test` is read in its labelled proportions (`calibrate`); the
             accuracy saved is then the cross-fitted one.
+        members: fit this many classifiers, seeded `seed`, `seed + 1`, ..., on the same images, and return them
+            as one `Ensemble` (the first is the classifier one member alone would be).
 
     Returns:
         (the model in eval mode, its metadata: test accuracy, what it was measured on, data, class names,
@@ -192,6 +203,8 @@ def fit_extractor(
     """
     if arch not in ARCHES:
         raise ConfigError(f"--arch must be one of {', '.join(ARCHES)}, got {arch!r}.")
+    if members < 1:
+        raise ConfigError(f"--members must be at least 1, got {members}.")
     for part in (train, test):
         if part.labels is None or len(part.labels) != len(part):
             raise DataError(f"{part.name} ({part.split}) has no class labels; an extractor is trained as a classifier.")
@@ -199,16 +212,56 @@ def fit_extractor(
     num_classes = max(train.num_classes or 0, test.num_classes or 0)
     if num_classes < 2:
         raise DataError(f"{train.name} has one class; a classifier needs at least two.")
+    start = time.perf_counter()
+    nets = [
+        _train_one(arch, num_classes, train, epochs=epochs, batch_size=batch_size, lr=lr, flip=flip, seed=seed + i,
+                   device=device, progress=progress, label=f" (member {i + 1} of {members})" if members > 1 else "")
+        for i in range(members)
+    ]  # fmt: skip
+    model = nets[0] if members == 1 else Ensemble(nets).to(device)
+    model.eval()
+    classes = train.classes or tuple(str(i) for i in range(num_classes))
+    meta = {
+        "data": train.name, "test_accuracy": f"{accuracy(model, test.images, test.labels):.4f}",
+        "measured_on": measured_on, "classes": json.dumps(list(classes)),
+        "train_images": str(len(train)), "test_images": str(len(test)), "epochs": str(epochs),
+        "seconds": f"{time.perf_counter() - start:.0f}", "seed": str(seed),
+    }  # fmt: skip
+    if members > 1:
+        meta["member_seeds"] = f"{seed}-{seed + members - 1}"
+    if calibrate_on_test and len(test) >= 4:
+        meta.update(calibrate(model, test.images, test.labels, seed, measured_on))
+    model.name = name or f"{arch}-{train.name}"
+    model.meta = meta
+    return model, meta
+
+
+def _train_one(
+    arch: str,
+    num_classes: int,
+    train: ImageData,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    flip: bool,
+    seed: int,
+    device: str | torch.device,
+    progress: bool,
+    label: str = "",
+) -> FeatureExtractor:
+    """A new `arch` classifier fitted on `train`'s labels (Adam, cosine-decayed learning rate), its weights and
+    batches seeded by `seed`, in eval mode."""
+    assert train.labels is not None
     torch.manual_seed(seed)
     model = ARCHES[arch](num_classes=num_classes).to(device)
     steps = epochs * ((len(train) + batch_size - 1) // batch_size)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps))
     g = torch.Generator().manual_seed(seed)
-    start = time.perf_counter()
     from tqdm import tqdm
 
-    bar = tqdm(total=steps, desc=f"fitting {arch} on {train.name}", disable=not progress, unit="step")
+    bar = tqdm(total=steps, desc=f"fitting {arch} on {train.name}{label}", disable=not progress, unit="step")
     model.train()
     for _ in range(epochs):
         for idx in torch.randperm(len(train), generator=g).split(batch_size):
@@ -225,19 +278,7 @@ def fit_extractor(
             bar.update()
             bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     bar.close()
-    model.eval()
-    classes = train.classes or tuple(str(i) for i in range(num_classes))
-    meta = {
-        "data": train.name, "test_accuracy": f"{accuracy(model, test.images, test.labels):.4f}",
-        "measured_on": measured_on, "classes": json.dumps(list(classes)),
-        "train_images": str(len(train)), "test_images": str(len(test)), "epochs": str(epochs),
-        "seconds": f"{time.perf_counter() - start:.0f}", "seed": str(seed),
-    }  # fmt: skip
-    if calibrate_on_test and len(test) >= 4:
-        meta.update(calibrate(model, test.images, test.labels, seed, measured_on))
-    model.name = name or f"{arch}-{train.name}"
-    model.meta = meta
-    return model, meta
+    return model.eval()
 
 
 def fit(
@@ -255,6 +296,7 @@ def fit(
     labels_from_name: str | None = None,
     holdout: float = HOLDOUT,
     calibrate: bool | None = None,
+    members: int = 1,
 ) -> tuple[Path, dict[str, Any]]:
     """Fit a domain extractor on a data set's train split, test it on its test split, and save it.
 
@@ -274,6 +316,8 @@ def fit(
         holdout: the share held out where there is no test split.
         calibrate: calibrate the class readings on the held-out images or test split (`calibrate`); by default
             where images are held out (a folder, whose classes are often uneven), not on a standard test split.
+        members: fit this many, seeded `seed`, `seed + 1`, ..., on the same split, saved as one `Ensemble`
+            named `<name>-x<members>` (`cnn-utkface64-race-x3`).
 
     Returns:
         (the path written, the metadata saved with it, including `test_accuracy` and `measured_on`).
@@ -301,8 +345,9 @@ def fit(
     model, meta = fit_extractor(
         train, test, arch=arch, epochs=epochs or default_epochs(arch, len(train), batch_size), batch_size=batch_size,
         flip=arch == "cnn", seed=seed, device=device, progress=progress,
-        name=Path(out).stem if out is not None else extractor_name(arch, data, labels_from_name),
+        name=Path(out).stem if out is not None else extractor_name(arch, data, labels_from_name, members),
         measured_on=measured_on, calibrate_on_test=measured_on != "test split" if calibrate is None else calibrate,
+        members=members,
     )  # fmt: skip
     if labels_from_name is not None:
         meta["labels_from_name"] = labels_from_name
