@@ -148,12 +148,20 @@ def test_members_fit_one_extractor_that_reads_their_mean_probability(
     assert features.shape == (16, 2 * one.feature_dim)
 
 
-def test_an_ensemble_is_calibrated_named_and_evaluated_like_one_classifier(
-    faces: Path, tiny_run_rgb: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+@pytest.fixture(scope="module")
+def ensemble(faces: Path) -> str:
+    """What `dcgan extractor fit --data FACES --labels-from-name gender --members 3` printed."""
+    out = io.StringIO()
     argv = ["extractor", "fit", "--data", str(faces), "--labels-from-name", "gender", "--epochs", "4", "--quiet"]
-    assert main([*argv, "--batch-size", "32", "--members", "3"]) == 0
-    assert "Use it with --features cnn-faces-gender-x3" in capsys.readouterr().out
+    with contextlib.redirect_stdout(out):
+        assert main([*argv, "--batch-size", "32", "--members", "3"]) == 0
+    return out.getvalue()
+
+
+def test_an_ensemble_is_named_calibrated_and_evaluated_like_one_classifier(
+    ensemble: str, faces: Path, tiny_run_rgb: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert "Use it with --features cnn-faces-gender-x3" in ensemble
     model = load_features("cnn-faces-gender-x3")
     assert isinstance(model, Ensemble) and len(model.members) == 3
     assert model.meta["calibrated"].startswith("class offsets fitted on 18 images")
@@ -167,6 +175,29 @@ def test_an_ensemble_is_calibrated_named_and_evaluated_like_one_classifier(
     assert main([*evaluate, "--n", "64", "--metrics", "coverage", "--quiet"]) == 0
     assert "features:  cnn-faces-gender-x3 (held-out accuracy" in (printed := capsys.readouterr().out)
     assert "coverage64_min" in printed and "groups from the gender in the file names" in printed
+
+
+def test_an_ensemble_steers_a_run(
+    ensemble: str, faces: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["train", "--data", str(faces), "--image-size", "16", "--nz", "8", "--ngf", "8", "--ndf", "8"]
+    argv += [
+        "--batch-size",
+        "32",
+        "--steps",
+        "4",
+        "--precision",
+        "fp32",
+        "--no-progress",
+        "--out",
+        str(tmp_path / "run"),
+    ]
+    assert main([*argv, "--balance-groups", "cnn-faces-gender-x3", "--balance-every", "2"]) == 0
+    said = capsys.readouterr().out
+    assert "--balance-groups cnn-faces-gender-x3: every 2 steps, the groups of the fakes read since" in said
+    assert "(groups from the gender in the file names; their shares of the images: male 40.0%, female 60.0%)" in said
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows if "weight_male" in row] == [2]
 
 
 def test_a_damaged_ensemble_file_is_one_clear_error(
