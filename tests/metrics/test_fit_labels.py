@@ -175,6 +175,9 @@ def test_an_ensemble_is_named_calibrated_and_evaluated_like_one_classifier(
     assert main([*evaluate, "--n", "64", "--metrics", "coverage", "--quiet"]) == 0
     assert "features:  cnn-faces-gender-x3 (held-out accuracy" in (printed := capsys.readouterr().out)
     assert "coverage64_min" in printed and "groups from the gender in the file names" in printed
+    assert main(["extractor", "list"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("cnn-faces-gender-x3 "))
+    assert "  4 x3  " in row, row  # each member's epochs, and how many members
 
 
 def test_an_ensemble_steers_a_run(

@@ -114,7 +114,8 @@ def run_list(args: argparse.Namespace) -> int:
         classes = json.loads(meta["classes"]) if "classes" in meta else []
         rows.append(
             (path.stem, f"{float(meta.get('test_accuracy', 'nan')):.2%}", meta.get("measured_on", "test split"),
-             str(len(classes) or "?"), meta.get("epochs", "?"), str(path))
+             str(len(classes) or "?"), meta.get("epochs", "?") + (f" x{meta['members']}" if "members" in meta else ""),
+             str(path))
         )  # fmt: skip
     header = ("name", "accuracy", "measured on", "classes", "epochs", "file")
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
