@@ -7,7 +7,7 @@ Two kinds, chosen by `--features`:
   and a small CNN for CIFAR-10, stored as `<arch>-<data>.safetensors` in the cache folder, so
   `--features lenet-fashion-mnist` finds them. They work offline and suit small images; the FID authors
   advise a domain classifier for MNIST. `--members N` fits N of them with different seeds as one extractor
-  (`Ensemble`): its reading of a class is their mean probability, steadier on images unlike any it was fitted on.
+  (`Ensemble`): its reading of a class is their mean probability, less tied to one seed's quirks on new images.
 
 Every extractor takes uint8 images (N, C, S, S) of any size and channel count, converts them to what it was
 trained on (channels, size, value range) and returns (features, class logits); the base class is in
