@@ -53,7 +53,7 @@ def register(sub: Any) -> None:
         type=positive_int,
         default=1,
         help="fit N classifiers (seeds --seed, --seed + 1, ...) and save them as one that reads their mean class "
-        "probability, named <name>-xN: a steadier coverage judge on generated images (1)",
+        "probability, named <name>-xN: a coverage reading less tied to one seed's quirks on generated images (1)",
     )
     f.add_argument("--out", type=Path, help="file to write (default: <cache>/extractors/<name>.safetensors)")
     f.add_argument("--device", default="cpu", help="cpu or cuda")
