@@ -20,6 +20,8 @@ CONDITIONINGS = ("none", "concat", "cbn", "projection", "acgan")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: The metrics `--eval-every` can track: those with one number to pick the best checkpoint by (`dcgan.metrics`).
 EVAL_METRICS = ("fid", "kid", "is")
+#: What `--balance-groups` reads: the fakes of the training steps, or samples of the sampling copy of G.
+BALANCE_READS = ("fakes", "samples")
 #: Fields that fix the shape of G and D: a checkpoint only resumes into a config that agrees on these.
 ARCHITECTURE_FIELDS = ("image_size", "channels", "nz", "ngf", "ndf")
 
@@ -85,6 +87,9 @@ class TrainConfig:
     # several, comma-separated ("cnn-utkface64-race,cnn-utkface64-gender"), each steer their own groups.
     balance_groups: str = ""
     balance_every: int = 400
+    # What the classifiers read (dcgan.training.balance): "fakes", the batch G draws for D every 8th step, or
+    # "samples", what sampling draws (G's sampling copy, the mixture's snapshots) every `snapshot_every` steps.
+    balance_read: str = "fakes"
     # Sampling and evaluation draw from a mixture of G's newest `snapshots` snapshots, taken every `snapshot_every`
     # steps in the last quarter of the run (1: the checkpoint's G alone). G keeps moving its samples between the
     # data's modes; the mixture evens out the swings (dcgan.mixture; faces: every group but one within 0.75-1.33x).
@@ -152,6 +157,13 @@ class TrainConfig:
         self.balance_groups = ",".join(parse_balance_groups(self.balance_groups))
         if self.balance_groups and self.class_weights:
             raise ConfigError("--class-weights and --balance-groups both set how often each class is drawn; give one.")
+        if self.balance_read not in BALANCE_READS:
+            raise ConfigError(f"--balance-read must be one of {', '.join(BALANCE_READS)}, got {self.balance_read!r}.")
+        if self.balance_read == "samples" and self.balance_groups and self.conditional:
+            raise ConfigError(
+                "--balance-read samples draws unconditional samples and this run is --conditional; use "
+                "--balance-read fakes, which reads the fakes drawn in the real images' classes."
+            )
         if self.precision not in PRECISIONS:
             raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}.")
         for name in ("channels_last", "gemm_conv"):

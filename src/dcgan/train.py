@@ -42,7 +42,7 @@ from dcgan.gemm_conv import use_gemm_conv
 from dcgan.models import Generator, recalibrate_batchnorm, sample_prior
 from dcgan.plan import ModelShape, plan_for_run
 from dcgan.training.augment import augment, parse_policy, step_generator
-from dcgan.training.balance import GroupBalancer, JointBalance, parse_balance_groups
+from dcgan.training.balance import GroupBalancer, JointBalance, parse_balance_groups, samples_per_reading
 from dcgan.training.dry_run import DryRunReport, dry_run
 from dcgan.training.ema import update_ema
 from dcgan.training.evaluation import BestCheckpoint
@@ -214,6 +214,28 @@ class Trainer:
             balancers.append(GroupBalancer(extractor, groups, name=name, every=config.balance_every))
         return JointBalance(balancers)
 
+    def _reads_fakes(self, step: int) -> bool:
+        """Whether --balance-groups reads the fakes of `step`'s training step (`--balance-read fakes`)."""
+        assert self.balance is not None
+        return self.config.balance_read == "fakes" and step % self.balance.observe_every == 0
+
+    def _reads_samples(self, step: int) -> bool:
+        """Whether --balance-groups reads samples of G after `step` (`--balance-read samples`)."""
+        return self.config.balance_read == "samples" and step % self.config.snapshot_every == 0
+
+    def _read_samples(self) -> None:
+        """`--balance-read samples`: the classifiers read samples of the sampling copy of G as it is now (the
+        snapshot this step writes). Their latents depend only on the seed and the step, so a resumed run reads the
+        same samples."""
+        from dcgan.sample import generate
+
+        assert self.balance is not None
+        cfg = self.config
+        count = samples_per_reading(cfg.balance_every, cfg.snapshot_every)
+        noise = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step)
+        z = sample_prior(count, cfg.nz, cfg.prior, generator=noise)
+        self.balance.observe(generate(self.sampling_generator(), z))
+
     def _update_balance(self, log: TrainingLog) -> None:
         """The weights rank 0's readings of the fakes set, in force on every rank from this step on."""
         assert self.balance is not None
@@ -351,6 +373,14 @@ class Trainer:
             return f"{line}; their list could not be written to {self.folder.skipped_files} ({exc.strerror})."
         return f"{line}; all of them are listed in {self.folder.skipped_files}."
 
+    def _balance_reads(self) -> str:
+        """What --balance-groups reads, as its start line says it."""
+        cfg = self.config
+        if cfg.balance_read == "fakes":
+            return "the fakes read since"
+        count = samples_per_reading(cfg.balance_every, cfg.snapshot_every)
+        return f"{count:,} samples of G's sampling copy read every {cfg.snapshot_every} steps since"
+
     def _draw_note(self) -> str:
         """What --class-weights does to the draws: each class's share of them against its share of the images."""
         assert self.draw_weights is not None and self.data.labels is not None
@@ -467,7 +497,7 @@ class Trainer:
                 logits_fake, loss_fake = loss(self.d_train(seen(fake.detach()), *y, **aux), zeros)
             scaler.scale(loss_fake).backward()
         scaler.step(self.opt_d)
-        if self.balance is not None and self.dist.is_main and self.step % self.balance.observe_every == 0:
+        if self.balance is not None and self.dist.is_main and self._reads_fakes(self.step):
             self.balance.observe(fake.detach())  # --balance-groups reads the groups of what G draws for D
 
         # G: the non-saturating loss -log D(G(z)). D's weights are frozen so no gradient is spent on them (and the
@@ -501,7 +531,7 @@ class Trainer:
             if self.draw_weights is not None:
                 print(self._draw_note(), flush=True)
             if self.balance is not None:
-                for line in self.balance.describe(cfg.balance_every):
+                for line in self.balance.describe(cfg.balance_every, self._balance_reads()):
                     print(line, flush=True)
         with (
             _gemm_conv(self.plan.gemm_conv, then=self._gemm_before),
@@ -541,7 +571,10 @@ class Trainer:
                     samples.sample(self.step, self.sampling_generator(), log)
                 if main and self.best.due(self.step, final):
                     self.best.evaluate(self.step, self.sampling_generator(), log, self._snapshot)
-                # Before the checkpoint, which then holds the weights the next epochs draw with.
+                # Before the checkpoint, which then holds the weights the next epochs draw with (and the counts).
+                # A run's last step reads too: a run trained on from its checkpoint counts those samples.
+                if self.balance is not None and main and self._reads_samples(self.step):
+                    self._read_samples()
                 if self.balance is not None and self.step % cfg.balance_every == 0 and not final:
                     self._update_balance(log)
                 if cfg.snapshots > 1 and self.step % cfg.snapshot_every == 0:

@@ -1,7 +1,8 @@
 """`--balance-groups`: a group G draws too rarely is drawn more often from the next epoch on, by as much as the
 readings say; several classifiers each steer their own groups, an image weighing the product of its groups'
-weights; the weights are part of the training state (a resumed run equals an uninterrupted one); a bad
-extractor or a clash with --class-weights is one sentence."""
+weights; with --balance-read samples they read what sampling draws instead of the training fakes; the weights are
+part of the training state (a resumed run equals an uninterrupted one); a bad extractor or a clash with
+--class-weights is one sentence."""
 
 from __future__ import annotations
 
@@ -19,8 +20,20 @@ from dcgan.gemm_conv import use_gemm_conv
 from dcgan.metrics import extractors
 from dcgan.metrics.feature_extractor import FeatureExtractor
 from dcgan.metrics.reference import Groups
+from dcgan.models import sample_prior
+from dcgan.run import load_generator
+from dcgan.sample import generate, to_uint8
 from dcgan.train import Trainer, train
-from dcgan.training.balance import GAIN, MAX_WEIGHT, BalanceState, GroupBalancer, JointBalance, next_weights
+from dcgan.training.balance import (
+    GAIN,
+    MAX_WEIGHT,
+    SAMPLES_PER_UPDATE,
+    BalanceState,
+    GroupBalancer,
+    JointBalance,
+    next_weights,
+    samples_per_reading,
+)
 from tests.conftest import checkpoint_weights, class_shapes_data, tiny_config
 
 
@@ -294,6 +307,64 @@ def test_a_run_balanced_by_two_classifiers_resumes_to_the_same_weights(
     states = _whole_and_resumed(tmp_path, 12, balance_groups="brightness,side", balance_every=4)
     assert states[0] == states[1] and len(states[0]) == 2
     assert [[step for step, _ in state["history"]] for state in states[0]] == [[4, 8], [4, 8]]
+
+
+def test_samples_per_reading_share_the_updates_samples_in_whole_batches() -> None:
+    assert samples_per_reading(400, 50) == SAMPLES_PER_UPDATE // 8  # eight readings between two updates
+    assert samples_per_reading(400, 200) == SAMPLES_PER_UPDATE // 2
+    assert samples_per_reading(400, 800) == SAMPLES_PER_UPDATE, "a reading less often than updates: a whole update's"
+    assert samples_per_reading(400, 1) == 64 and samples_per_reading(4, 3) % 64 == 0
+
+
+def test_with_balance_read_samples_the_classifier_reads_what_sampling_draws_not_the_fakes(
+    tmp_path: Path, reads: dict[str, Brightness], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every --snapshot-every steps the classifier reads samples of G's sampling copy, the weights the checkpoint of
+    that step holds, from latents set by the seed and the step; the training fakes are not read. "fooled" reads them
+    all as light, so dark gains weight as with the fakes."""
+    trainer = _fooled_trainer(tmp_path / "run", reads, steps=16, balance_read="samples", snapshot_every=2)
+    count = samples_per_reading(4, 2)
+    read: dict[int, torch.Tensor] = {}
+    try:
+        assert trainer.balance is not None
+        (balancer,) = trainer.balance.balancers
+        observe = balancer.observe
+
+        def spy(images: torch.Tensor) -> None:
+            read[trainer.step] = images.clone()
+            observe(images)
+
+        balancer.observe = spy  # type: ignore[method-assign]
+        trainer.fit()
+        light, dark = balancer.state.weights_at(8, 2)
+        assert light == pytest.approx(1 / MAX_WEIGHT) and dark > 1.8
+    finally:
+        use_gemm_conv(trainer._gemm_before)
+    assert sorted(read) == [2, 4, 6, 8, 10, 12, 14, 16], "after every snapshot step, never a training step's fakes"
+    assert all(len(images) == count for images in read.values())
+    z = sample_prior(count, 8, "uniform", generator=torch.Generator().manual_seed(12))  # seed 0, step 12
+    expected = generate(load_generator(tmp_path / "run" / "checkpoints" / "step-00000012.pt"), z)
+    assert torch.equal(read[12], to_uint8(expected))
+    assert (
+        f"the groups of {count:,} samples of G's sampling copy read every 2 steps since set" in capsys.readouterr().out
+    )
+
+
+def test_a_run_balanced_on_its_samples_resumes_to_the_same_weights(
+    tmp_path: Path, reads: dict[str, Brightness]
+) -> None:
+    """The checkpoint at step 6 falls between two updates: it holds the counts of the samples read at step 6."""
+    flags = {"balance_groups": "brightness", "balance_every": 4, "balance_read": "samples", "snapshot_every": 2}
+    states = _whole_and_resumed(tmp_path, 12, **flags)
+    assert states[0] == states[1] and [step for step, _ in states[0]["history"]] == [4, 8]
+
+
+def test_balance_read_is_fakes_or_samples_and_samples_only_unconditional() -> None:
+    assert build_config(None).balance_read == "fakes"
+    with pytest.raises(ConfigError, match=r"^--balance-read must be one of fakes, samples, got 'all'\.$"):
+        build_config(balance_read="all")
+    with pytest.raises(ConfigError, match=r"^--balance-read samples draws unconditional samples and this run is"):
+        build_config(balance_read="samples", balance_groups="brightness", conditional=True)
 
 
 def test_several_classifiers_are_given_once_each() -> None:

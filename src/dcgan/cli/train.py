@@ -9,7 +9,16 @@ from pathlib import Path
 from typing import Any
 
 from dcgan.cli.common import non_negative_int, positive_float, positive_int
-from dcgan.config import CONDITIONINGS, EVAL_METRICS, PRECISIONS, PRESETS, PRIORS, TrainConfig, build_config
+from dcgan.config import (
+    BALANCE_READS,
+    CONDITIONINGS,
+    EVAL_METRICS,
+    PRECISIONS,
+    PRESETS,
+    PRIORS,
+    TrainConfig,
+    build_config,
+)
 from dcgan.errors import ConfigError
 from dcgan.run import RunFolder, resume_config
 
@@ -99,7 +108,15 @@ CONFIG_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "--balance-every": (
         "balance_every",
-        {"type": positive_int, "metavar": "N", "help": "steps between --balance-groups' readings (default 400)"},
+        {"type": positive_int, "metavar": "N", "help": "steps between --balance-groups' updates (default 400)"},
+    ),
+    "--balance-read": (
+        "balance_read",
+        {
+            "choices": BALANCE_READS,
+            "help": "what --balance-groups reads: the fake batch G draws for D every 8th step (fakes, the default) "
+            "or samples of G's sampling copy, what the snapshot mixture is made of, every --snapshot-every steps",
+        },
     ),
     "--max-nan-retries": ("max_nan_retries", {"type": non_negative_int, "help": "rollbacks on NaN before giving up"}),
 }
