@@ -227,13 +227,12 @@ class Trainer:
         """`--balance-read samples`: the classifiers read samples of the sampling copy of G as it is now (the
         snapshot this step writes). Their latents depend only on the seed and the step, so a resumed run reads the
         same samples."""
-        from dcgan.sample import generate
+        from dcgan.sample import generate, latents
 
         assert self.balance is not None
         cfg = self.config
         count = samples_per_reading(cfg.balance_every, cfg.snapshot_every)
-        noise = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step)
-        z = sample_prior(count, cfg.nz, cfg.prior, generator=noise)
+        z = latents(count, cfg.nz, cfg.prior, seed=cfg.seed * 1_000_003 + self.step)
         self.balance.observe(generate(self.sampling_generator(), z))
 
     def _update_balance(self, log: TrainingLog) -> None:
