@@ -32,7 +32,7 @@ What is read, `--balance-read`: "fakes" (the default) reads the fake batches of 
 snapshot that step writes, what `dcgan sample` and `dcgan evaluate` draw from), SAMPLES_PER_UPDATE of them between
 two updates. The two can differ: of a run steered on its fakes (faces, seed 0, 6,400 steps), the steering classifier
 read Indian faces at 0.81-1.06x over the last quarter of the fakes, and at 0.82x among the mixture's samples. Steering
-the samples steers what the user gets; it costs a sampling pass per snapshot (a few percent of a `faces64` step).
+the samples steers what the user gets; it costs a sampling pass and a classifier pass per snapshot (not timed apart).
 
 Which images an epoch draws depends only on the weights in force at its first step, and the weights' history is
 part of the training state: a resumed run, and every DDP rank, draws the same images.
