@@ -22,6 +22,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 EVAL_METRICS = ("fid", "kid", "is")
 #: What `--balance-groups` reads: the fakes of the training steps, or samples of the sampling copy of G.
 BALANCE_READS = ("fakes", "samples")
+BALANCE_BYS = ("ensemble", "lowest-member")
 #: Fields that fix the shape of G and D: a checkpoint only resumes into a config that agrees on these.
 ARCHITECTURE_FIELDS = ("image_size", "channels", "nz", "ngf", "ndf")
 
@@ -90,6 +91,9 @@ class TrainConfig:
     # What the classifiers read (dcgan.training.balance): "fakes", the batch G draws for D every 8th step, or
     # "samples", what sampling draws (G's sampling copy, the mixture's snapshots) every `snapshot_every` steps.
     balance_read: str = "fakes"
+    # Whose reading counts (dcgan.training.balance): "ensemble", the classifier's own, or "lowest-member", each group's
+    # share as the member of an ensemble that reads it lowest.
+    balance_by: str = "ensemble"
     # Sampling and evaluation draw from a mixture of G's newest `snapshots` snapshots, taken every `snapshot_every`
     # steps in the last quarter of the run (1: the checkpoint's G alone). G keeps moving its samples between the
     # data's modes; the mixture evens out the swings (dcgan.mixture; faces: every group but one within 0.75-1.33x).
@@ -159,6 +163,8 @@ class TrainConfig:
             raise ConfigError("--class-weights and --balance-groups both set how often each class is drawn; give one.")
         if self.balance_read not in BALANCE_READS:
             raise ConfigError(f"--balance-read must be one of {', '.join(BALANCE_READS)}, got {self.balance_read!r}.")
+        if self.balance_by not in BALANCE_BYS:
+            raise ConfigError(f"--balance-by must be one of {', '.join(BALANCE_BYS)}, got {self.balance_by!r}.")
         if self.balance_read == "samples" and self.balance_groups and self.conditional:
             raise ConfigError(
                 "--balance-read samples draws unconditional samples and this run is --conditional; use "

@@ -211,7 +211,9 @@ class Trainer:
         for name, extractor in zip(names, extractors, strict=True):
             read = functools.partial(reference_groups, extractor, self.data, progress=self.progress)
             groups = distributed.from_main(read, self.dist)
-            balancers.append(GroupBalancer(extractor, groups, name=name, every=config.balance_every))
+            balancers.append(
+                GroupBalancer(extractor, groups, name=name, every=config.balance_every, by=config.balance_by)
+            )
         return JointBalance(balancers)
 
     def _reads_fakes(self, step: int) -> bool:

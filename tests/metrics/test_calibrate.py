@@ -1,5 +1,6 @@
 """Calibration of a fitted classifier: after it, the classifier reads images it did not train on in their
-labelled proportions, so counting its top classes (coverage, --balance-groups) does not under-count a small group."""
+labelled proportions, so counting its top classes (coverage, --balance-groups) does not under-count a small group;
+an ensemble's members are calibrated each as well."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from dcgan.metrics.extractors import Ensemble
 from dcgan.metrics.feature_extractor import FeatureExtractor
 from dcgan.metrics.fit import calibrate, prior_offsets
 
@@ -62,3 +64,25 @@ def test_calibrate_moves_the_model_and_measures_itself_on_halves_it_did_not_fit(
     )
     top = model.extract(images, logits=True).logits.argmax(1)  # type: ignore[union-attr]
     assert _shares(top, 2) == pytest.approx([0.8, 0.2], abs=0.01), "the saved model reads them in proportion"
+
+
+def test_an_ensemble_calibrates_each_member_alone_as_well_as_their_mean() -> None:
+    """Two members that lean to class 0 by different amounts: after calibration each one alone reads the images in
+    their labelled proportions (what --balance-by lowest-member counts), and so does their mean."""
+    g = torch.Generator().manual_seed(0)
+    labels = (torch.arange(2000) % 5 == 0).long()
+    level = 110 + 30 * labels + 25 * torch.randn(2000, generator=g)
+    images = level.clamp(0, 255).to(torch.uint8).view(-1, 1, 1, 1).expand(-1, 1, 4, 4).contiguous()
+    lean, leaner = Brightness(), Brightness()
+    with torch.no_grad():
+        leaner.classifier.bias.copy_(torch.tensor([2.5, -2.5]))
+    model = Ensemble([lean, leaner]).eval()
+    before = [_shares(logits.argmax(1), 2) for logits in model.member_logits(images)]
+    assert before[1][1] < before[0][1] < 0.15, before
+    meta = calibrate(model, images, labels, seed=0, measured_on="held-out 15%, seed 0")
+    assert meta["members_calibrated"] == "each member's class offsets fitted on 2,000 images (held-out 15%, seed 0)"
+    for logits in model.member_logits(images):
+        assert _shares(logits.argmax(1), 2) == pytest.approx([0.8, 0.2], abs=0.01)
+    top = model.extract(images, logits=True).logits.argmax(1)  # type: ignore[union-attr]
+    assert _shares(top, 2) == pytest.approx([0.8, 0.2], abs=0.01), "their mean is calibrated as before"
+    assert not torch.equal(model.member_offsets[0], model.member_offsets[1]), "each member has its own offsets"

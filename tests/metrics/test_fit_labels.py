@@ -166,7 +166,10 @@ def test_an_ensemble_is_named_calibrated_and_evaluated_like_one_classifier(
     assert isinstance(model, Ensemble) and len(model.members) == 3
     assert model.meta["calibrated"].startswith("class offsets fitted on 18 images")
     assert len(json.loads(model.meta["heldout_read"])) == 2
+    assert model.meta["members_calibrated"].startswith("each member's class offsets fitted on 18 images")
     images = load_images(str(faces), image_size=12, labels_from_name="gender").images[:8]
+    alone = torch.stack([m.extract(images, logits=True).logits for m in model.members])  # type: ignore[misc]
+    torch.testing.assert_close(model.member_logits(images), alone + model.member_offsets[:, None])
     before, biases = model(images)[1], [m.classifier[1].bias.clone() for m in model.members]
     shift_logits(model, torch.tensor([0.5, -0.5]))  # what calibration does: the mean's logits move, not the members'
     torch.testing.assert_close(model(images)[1], before + torch.tensor([0.5, -0.5]))
@@ -201,6 +204,27 @@ def test_an_ensemble_steers_a_run(
     assert "(groups from the gender in the file names; their shares of the images: male 40.0%, female 60.0%)" in said
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows if "weight_male" in row] == [2]
+
+
+def test_an_ensemble_fitted_before_its_members_were_calibrated_loads_and_cannot_steer_by_its_lowest_member(
+    ensemble: str, faces: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    path = extractor_dir() / "cnn-faces-gender-x3.safetensors"
+    with safe_open(str(path), framework="pt") as f:
+        meta = {k: v for k, v in (f.metadata() or {}).items() if k != "members_calibrated"}
+    weights = {k: v for k, v in load_file(str(path)).items() if k != "member_offsets"}
+    save_file(weights, str(extractor_dir() / "cnn-faces-older-x3.safetensors"), metadata=meta)
+    older = load_features("cnn-faces-older-x3")
+    assert isinstance(older, Ensemble) and torch.equal(older.member_offsets, torch.zeros(3, 2))
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(faces), "--image-size", "16", "--steps", "2", "--no-progress", "--out", str(out)]
+    assert main([*argv, "--balance-groups", "cnn-faces-older-x3", "--balance-by", "lowest-member"]) == 2
+    err = capsys.readouterr().err
+    assert "--balance-by lowest-member reads each member of cnn-faces-older-x3 alone" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and not (out / "checkpoints").exists()
 
 
 def test_a_damaged_ensemble_file_is_one_clear_error(

@@ -1,7 +1,8 @@
 """`--balance-groups`: a group G draws too rarely is drawn more often from the next epoch on, by as much as the
 readings say; several classifiers each steer their own groups, an image weighing the product of its groups'
-weights; with --balance-read samples they read what sampling draws instead of the training fakes; the weights are
-part of the training state (a resumed run equals an uninterrupted one); a bad extractor or a clash with
+weights; with --balance-read samples they read what sampling draws instead of the training fakes; with --balance-by
+lowest-member each group counts as the member of an ensemble that reads it lowest; the weights are part of the
+training state (a resumed run equals an uninterrupted one); a bad extractor or a clash with
 --class-weights is one sentence."""
 
 from __future__ import annotations
@@ -365,6 +366,71 @@ def test_balance_read_is_fakes_or_samples_and_samples_only_unconditional() -> No
         build_config(balance_read="all")
     with pytest.raises(ConfigError, match=r"^--balance-read samples draws unconditional samples and this run is"):
         build_config(balance_read="samples", balance_groups="brightness", conditional=True)
+
+
+def _pair(*members: Brightness, calibrated: bool = True) -> extractors.Ensemble:
+    """An ensemble of Brightness readers, its members calibrated each (as `dcgan extractor fit` makes them) or not."""
+    pair = extractors.Ensemble(list(members))
+    pair.name = "pair"
+    pair.meta = {"format": extractors.FORMAT, "classes": json.dumps(["light", "dark"])}
+    if calibrated:
+        pair.meta["members_calibrated"] = "each member's class offsets fitted on 2 images (test)"
+    return pair
+
+
+def _half_dark() -> torch.Tensor:
+    """Eight images, the first four read dark by Brightness (bright), the last four light (dark)."""
+    return torch.cat([torch.full((4, 1, 16, 16), 220), torch.full((4, 1, 16, 16), 30)]).to(torch.uint8)
+
+
+def test_by_lowest_member_a_group_counts_at_the_share_the_member_reading_it_lowest_gives() -> None:
+    """One member reads the fakes half light, half dark; the other reads every one light. By the ensemble's mean
+    dark is read in some of them; by the lowest member, in none, so dark gains as much weight as it can."""
+    groups = Groups(("light", "dark"), torch.tensor([0, 1] * 8), "labels")
+    lowest = GroupBalancer(_pair(Brightness(), Brightness(always=0)), groups, name="pair", every=4, by="lowest-member")
+    assert lowest.by_member
+    lowest.observe(_half_dark())
+    assert lowest.state.member_counts == [[4.0, 4.0], [8.0, 0.0]] and lowest.state.counts == []
+    assert "(each group's share as the member of the ensemble that reads it lowest)" in lowest.describe(4)
+    update = lowest.update(4)
+    assert update is not None
+    shares, weights = update
+    assert shares == [0.5, 0.0] and lowest.state.member_counts == []
+    assert weights[0] == pytest.approx(1 / MAX_WEIGHT) and weights[1] > 1.8
+    sure = Brightness()
+    with torch.no_grad():
+        sure.scale.fill_(3.0)  # its dark readings outweigh the other member's light ones in their mean
+    mean = GroupBalancer(_pair(sure, Brightness(always=0)), groups, name="pair", every=4)
+    mean.observe(_half_dark())
+    mean_update = mean.update(4)
+    assert mean_update is not None and mean_update[0][1] > 0, "their mean reads some dark"
+    single = GroupBalancer(Brightness(), groups, name="brightness", every=4, by="lowest-member")
+    single.observe(_half_dark())
+    assert not single.by_member and single.state.counts == [4.0, 4.0], "one classifier is its own lowest member"
+
+
+def test_lowest_member_needs_members_calibrated_each() -> None:
+    groups = Groups(("light", "dark"), torch.tensor([0, 1]), "labels")
+    with pytest.raises(ConfigError, match=r"^--balance-by lowest-member reads each member of pair alone, and its "):
+        GroupBalancer(_pair(Brightness(), Brightness(), calibrated=False), groups, name="pair", every=4,
+                      by="lowest-member")  # fmt: skip
+    assert build_config(None).balance_by == "ensemble"
+    with pytest.raises(ConfigError, match=r"^--balance-by must be one of ensemble, lowest-member, got 'min'\.$"):
+        build_config(balance_by="min")
+
+
+def test_a_run_balanced_by_the_lowest_member_resumes_to_the_same_weights(
+    tmp_path: Path, reads: dict[str, FeatureExtractor]
+) -> None:
+    """The checkpoint at step 6 falls between two updates: it holds each member's counts since step 4."""
+    reads["pair"] = _pair(Brightness(), Brightness())
+    with torch.no_grad():
+        reads["pair"].members[1].scale.fill_(-1.0)  # type: ignore[union-attr]  # the second reads light as dark
+    flags = {"balance_groups": "pair", "balance_every": 4, "balance_by": "lowest-member"}
+    states = _whole_and_resumed(tmp_path, 12, **flags)
+    assert states[0] == states[1] and [step for step, _ in states[0]["history"]] == [4, 8]
+    between = torch.load(tmp_path / "part" / "checkpoints" / "step-00000006.pt", weights_only=True)["balance"]
+    assert len(between["member_counts"]) == 2 and sum(between["member_counts"][0]) > 0
 
 
 def test_several_classifiers_are_given_once_each() -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from dcgan.cli.common import non_negative_int, positive_float, positive_int
 from dcgan.config import (
+    BALANCE_BYS,
     BALANCE_READS,
     CONDITIONINGS,
     EVAL_METRICS,
@@ -116,6 +117,14 @@ CONFIG_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
             "choices": BALANCE_READS,
             "help": "what --balance-groups reads: the fake batch G draws for D every 8th step (fakes, the default) "
             "or samples of G's sampling copy, what the snapshot mixture is made of, every --snapshot-every steps",
+        },
+    ),
+    "--balance-by": (
+        "balance_by",
+        {
+            "choices": BALANCE_BYS,
+            "help": "whose reading --balance-groups counts: the classifier's (ensemble, the default: an ensemble's "
+            "mean) or, for an ensemble, each group's share as the member that reads it lowest (lowest-member)",
         },
     ),
     "--max-nan-retries": ("max_nan_retries", {"type": non_negative_int, "help": "rollbacks on NaN before giving up"}),

@@ -100,10 +100,13 @@ class Ensemble(FeatureExtractor):
 
     Logits: the log of the members' mean class probability, plus one offset per class (`offsets`, set by the
     calibration of `dcgan.metrics.fit.calibrate`; zero before). Features: the members' features side by side.
+    Each member's own reading (`member_logits`) has its own offsets (`member_offsets`, one row per member, set by
+    the same calibration since 2026-12-02; zero in older files), for `--balance-by lowest-member`.
     """
 
     arch = "ensemble"
     offsets: torch.Tensor
+    member_offsets: torch.Tensor
 
     def __init__(self, members: list[FeatureExtractor]) -> None:
         super().__init__()
@@ -115,12 +118,23 @@ class Ensemble(FeatureExtractor):
         self.feature_dim = sum(m.feature_dim for m in members)
         self.member_arch = first.arch
         self.register_buffer("offsets", torch.zeros(self.num_classes))
+        self.register_buffer("member_offsets", torch.zeros(len(members), self.num_classes))
 
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         outputs = [cast(FeatureExtractor, member).embed(x) for member in self.members]
         log_probs = torch.stack([torch.log_softmax(logits.float(), dim=1) for _, logits in outputs])
         mean = torch.logsumexp(log_probs, dim=0) - math.log(len(outputs))
         return torch.cat([features for features, _ in outputs], dim=1), mean + self.offsets
+
+    @torch.no_grad()
+    def member_logits(self, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+        """(members, N, classes): each member's logits of `images` (as `extract` takes them) plus its own
+        calibration offsets, so each member's top classes read held-out images in their labelled shares."""
+        read = [
+            cast(FeatureExtractor, m).extract(images, batch_size=batch_size, logits=True).logits for m in self.members
+        ]
+        logits = torch.stack([cast(torch.Tensor, r).float() for r in read])
+        return logits + self.member_offsets.to(logits)[:, None]
 
 
 def class_names(extractor: FeatureExtractor) -> tuple[str, ...] | None:
@@ -185,6 +199,7 @@ def load_extractor_file(path: str | Path, device: str | torch.device = "cpu") ->
         if meta["arch"] == Ensemble.arch:
             count = len({key.split(".")[1] for key in weights if key.startswith("members.")})
             model: FeatureExtractor = Ensemble([network() for _ in range(count)])
+            weights.setdefault("member_offsets", torch.zeros(count, model.num_classes))  # older files: uncalibrated
         else:
             model = network()
         model.load_state_dict(weights)

@@ -157,12 +157,33 @@ def calibrate(
 
     plain = logits.argmax(1)
     shift_logits(model, prior_offsets(logits, labels))
-    return {
+    meta = {
         "calibrated": f"class offsets fitted on {len(labels):,} images ({measured_on})",
         "heldout_read": ratios(top), "uncalibrated_read": ratios(plain),
         "test_accuracy": f"{float((top == labels).double().mean()):.4f}",
         "uncalibrated_accuracy": f"{float((plain == labels).double().mean()):.4f}",
     }  # fmt: skip
+    if isinstance(model, Ensemble):
+        meta.update(calibrate_members(model, images, labels, measured_on))
+    return meta
+
+
+@torch.no_grad()
+def calibrate_members(
+    model: Ensemble, images: torch.Tensor, labels: torch.Tensor, measured_on: str = "held-out"
+) -> dict[str, str]:
+    """Set each member's own `prior_offsets` on held-out images (`Ensemble.member_offsets`), so that each member
+    alone reads them in their labelled shares too (`--balance-by lowest-member` counts each member's reading).
+
+    Returns:
+        metadata to save with the model: `members_calibrated`.
+    """
+    model.member_offsets.zero_()
+    read = model.member_logits(images).cpu()
+    labels = labels.long().cpu()
+    for i, logits in enumerate(read):
+        model.member_offsets[i] = prior_offsets(logits, labels).to(model.member_offsets)
+    return {"members_calibrated": f"each member's class offsets fitted on {len(labels):,} images ({measured_on})"}
 
 
 def fit_extractor(

@@ -34,6 +34,15 @@ two updates. The two can differ: of a run steered on its fakes (faces, seed 0, 6
 read Indian faces at 0.81-1.06x over the last quarter of the fakes, and at 0.82x among the mixture's samples. Steering
 the samples steers what the user gets; it costs a sampling pass and a classifier pass per snapshot (not timed apart).
 
+Whose reading, `--balance-by`: "ensemble" (the default) counts the classifier's own reading (an ensemble's: its
+members' mean probability); "lowest-member" counts each member of an ensemble apart (each calibrated alone, as
+`dcgan extractor fit` does since 2026-12-02) and takes each group's share as the member that reads it lowest. Race
+classifiers disagree on G's ambiguous faces, and more between fits on different images than between members of one
+fit: of one run's 10,000 samples (faces, seed 0, 2,790 steps), the steering ensemble read Indian faces at 0.85x, its
+five members alone at 0.71-0.81x, and five classifiers fitted on another split (the judges) at 0.57-0.63x. Steering
+the lowest reading raises a group until every member draws it; the weights settle where the groups' lowest readings
+are even (a group the members agree on gives way to one they do not).
+
 Which images an epoch draws depends only on the weights in force at its first step, and the weights' history is
 part of the training state: a resumed run, and every DDP rank, draws the same images.
 """
@@ -42,7 +51,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -50,7 +59,7 @@ from dcgan.data.balance import per_image
 from dcgan.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
-    from dcgan.metrics.extractors import FeatureExtractor
+    from dcgan.metrics.extractors import Ensemble, FeatureExtractor
     from dcgan.metrics.reference import Groups
 
 #: How much of a group's log coverage error one update corrects: all of it. G answers a group's draw weight w with a
@@ -105,10 +114,13 @@ class BalanceState:
         history: (step, per-group weights) pairs in step order: the weights in force for an epoch are the last
             ones set at or before its first step (none: every weight 1).
         counts: how many fakes the classifier read as each group since the last update (empty: none yet).
+        member_counts: the same for each member of an ensemble, with `--balance-by lowest-member`.
     """
 
     history: list[tuple[int, list[float]]] = field(default_factory=list)
     counts: list[float] = field(default_factory=list)
+    #: `--balance-by lowest-member`: each member's counts since the last update, one row per member (else empty).
+    member_counts: list[list[float]] = field(default_factory=list)
 
     def weights_at(self, step: int, groups: int) -> list[float]:
         """The per-group weights in force for an epoch that starts at `step`."""
@@ -120,14 +132,18 @@ class BalanceState:
         return current
 
     def to_dict(self) -> dict[str, Any]:
-        return {"history": [[step, list(weights)] for step, weights in self.history], "counts": list(self.counts)}
+        state: dict[str, Any] = {"history": [[step, list(w)] for step, w in self.history], "counts": list(self.counts)}
+        if self.member_counts:
+            state["member_counts"] = [list(row) for row in self.member_counts]
+        return state
 
     @classmethod
     def from_dict(cls, state: dict[str, Any] | None) -> BalanceState:
         if not state:
             return cls()
         history = [(int(step), [float(w) for w in weights]) for step, weights in state["history"]]
-        return cls(history, [float(c) for c in state.get("counts", [])])
+        members = [[float(c) for c in row] for row in state.get("member_counts", [])]
+        return cls(history, [float(c) for c in state.get("counts", [])], members)
 
 
 def next_weights(
@@ -161,13 +177,26 @@ class GroupBalancer:
         groups: the training images' groups under its classes (`reference_groups`: labels, names or its reading).
         name: the extractor's name as the user gave it, for messages.
         every: steps between updates; the fakes are read every OBSERVE_EVERY steps, or at each update's if fewer.
+        by: "ensemble" or "lowest-member" (module docstring; a single classifier is its own lowest member).
 
     Raises:
-        ConfigError: no training image has a group.
+        ConfigError: no training image has a group; "lowest-member" with an ensemble whose members are not
+            calibrated each.
     """
 
-    def __init__(self, extractor: FeatureExtractor, groups: Groups, *, name: str, every: int) -> None:
+    def __init__(
+        self, extractor: FeatureExtractor, groups: Groups, *, name: str, every: int, by: str = "ensemble"
+    ) -> None:
+        from dcgan.metrics.extractors import Ensemble
+
         self.extractor, self.name = extractor, name
+        #: Whether each member's reading is counted apart (`--balance-by lowest-member` with an ensemble).
+        self.by_member = by == "lowest-member" and isinstance(extractor, Ensemble)
+        if self.by_member and "members_calibrated" not in extractor.meta:
+            raise ConfigError(
+                f"--balance-by lowest-member reads each member of {name} alone, and its members were not calibrated "
+                "each (it was fitted before 2026-12-02): fit it again with `dcgan extractor fit ... --members N`."
+            )
         #: Steps between readings of the fake batch (at least one reading between two updates).
         self.observe_every = min(OBSERVE_EVERY, every)
         self.classes, self.source = groups.classes, groups.source
@@ -190,6 +219,12 @@ class GroupBalancer:
     def observe(self, fakes: torch.Tensor) -> None:
         """Add the classifier's reading of `fakes` (G's output as uint8 images on the host) to the counts."""
         count = len(self.classes)
+        if self.by_member:
+            per_member = cast("Ensemble", self.extractor).member_logits(fakes, batch_size=len(fakes)).cpu()
+            read = torch.stack([torch.bincount(m.argmax(1), minlength=count)[:count] for m in per_member]).double()
+            before = torch.tensor(self.state.member_counts or torch.zeros_like(read).tolist(), dtype=torch.float64)
+            self.state.member_counts = (before + read).tolist()
+            return
         logits = self.extractor.extract(fakes, batch_size=len(fakes), logits=True).logits
         assert logits is not None
         read = torch.bincount(logits.argmax(1), minlength=count)[:count].double()
@@ -202,12 +237,18 @@ class GroupBalancer:
 
         Only the process that reads calls this; every process then puts the weights in force with `apply`.
         """
-        if not self.state.counts or sum(self.state.counts) == 0:
-            return None
-        counts = torch.tensor(self.state.counts, dtype=torch.float64)
-        shares = counts / counts.sum()
+        if self.by_member:  # each group's share as the member that reads it lowest counts it
+            if not self.state.member_counts or sum(self.state.member_counts[0]) == 0:
+                return None
+            counts = torch.tensor(self.state.member_counts, dtype=torch.float64)
+            shares = (counts / counts.sum(1, keepdim=True)).min(0).values
+        else:
+            if not self.state.counts or sum(self.state.counts) == 0:
+                return None
+            counts = torch.tensor(self.state.counts, dtype=torch.float64)
+            shares = counts / counts.sum()
         weights = next_weights(self.state.weights_at(step, len(self.classes)), shares, self.share)
-        self.state.counts = []
+        self.state.counts, self.state.member_counts = [], []
         return shares.tolist(), weights
 
     def apply(self, step: int, weights: list[float]) -> None:
@@ -218,8 +259,9 @@ class GroupBalancer:
         """The line a run prints when it starts: what is read (`read`), how often, and each group's share of the
         images."""
         parts = ", ".join(f"{n} {100 * float(t):.1f}%" for n, t in zip(self.classes, self.share, strict=True))
+        whose = " (each group's share as the member of the ensemble that reads it lowest)" if self.by_member else ""
         line = (
-            f"--balance-groups {self.name}: every {every} steps, the groups of {read} set each group's "
+            f"--balance-groups {self.name}: every {every} steps, the groups of {read}{whose} set each group's "
             f"draw weight (groups from {self.source}; their shares of the images: {parts})."
         )
         if "calibrated" not in self.extractor.meta:
@@ -336,6 +378,7 @@ class JointBalance:
         restored = [BalanceState.from_dict(state) for state in states]
         for balancer, state in zip(self.balancers, restored, strict=True):
             sizes = {len(weights) for _, weights in state.history} | ({len(state.counts)} if state.counts else set())
+            sizes |= {len(row) for row in state.member_counts}
             other = sizes - {len(balancer.classes)}
             if other:
                 raise CheckpointError(
