@@ -22,6 +22,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 EVAL_METRICS = ("fid", "kid", "is")
 #: What `--balance-groups` reads: the fakes of the training steps, or samples of the sampling copy of G.
 BALANCE_READS = ("fakes", "samples")
+#: Whose reading `--balance-groups` counts: the classifier's own, or each group's lowest among an ensemble's members.
 BALANCE_BYS = ("ensemble", "lowest-member")
 #: Fields that fix the shape of G and D: a checkpoint only resumes into a config that agrees on these.
 ARCHITECTURE_FIELDS = ("image_size", "channels", "nz", "ngf", "ndf")

@@ -431,6 +431,10 @@ def test_a_run_balanced_by_the_lowest_member_resumes_to_the_same_weights(
     assert states[0] == states[1] and [step for step, _ in states[0]["history"]] == [4, 8]
     between = torch.load(tmp_path / "part" / "checkpoints" / "step-00000006.pt", weights_only=True)["balance"]
     assert len(between["member_counts"]) == 2 and sum(between["member_counts"][0]) > 0
+    groups = Groups(("light", "dark"), torch.tensor([0, 1]), "labels")
+    plain = JointBalance([GroupBalancer(reads["pair"], groups, name="pair", every=4)])
+    with pytest.raises(CheckpointError, match=r"counts 2 members' readings and this run counts 0; resume with the"):
+        plain.load_state_dict(between)
 
 
 def test_several_classifiers_are_given_once_each() -> None:

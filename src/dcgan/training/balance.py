@@ -387,6 +387,14 @@ class JointBalance:
                     "or start a new --out."
                 )
         for balancer, state in zip(self.balancers, restored, strict=True):
+            readers = len(getattr(balancer.extractor, "members", ())) if balancer.by_member else 0
+            if state.member_counts and len(state.member_counts) != readers:
+                raise CheckpointError(
+                    f"The checkpoint's --balance-groups state for {balancer.name} counts {len(state.member_counts)} "
+                    f"members' readings and this run counts {readers}; resume with the run's own --balance-groups "
+                    "and --balance-by, or start a new --out."
+                )
+        for balancer, state in zip(self.balancers, restored, strict=True):
             balancer.state = state
 
 
