@@ -42,7 +42,13 @@ from dcgan.gemm_conv import use_gemm_conv
 from dcgan.models import Generator, recalibrate_batchnorm, sample_prior
 from dcgan.plan import ModelShape, plan_for_run
 from dcgan.training.augment import augment, parse_policy, step_generator
-from dcgan.training.balance import GroupBalancer, JointBalance, parse_balance_groups, samples_per_reading
+from dcgan.training.balance import (
+    GroupBalancer,
+    JointBalance,
+    parse_balance_groups,
+    reads_members,
+    samples_per_reading,
+)
 from dcgan.training.dry_run import DryRunReport, dry_run
 from dcgan.training.ema import update_ema
 from dcgan.training.evaluation import BestCheckpoint
@@ -207,6 +213,8 @@ class Trainer:
 
         names = parse_balance_groups(config.balance_groups)
         extractors = [load_features(name, device=self.device) for name in names]
+        for name, extractor in zip(names, extractors, strict=True):
+            reads_members(extractor, name, config.balance_by)  # refused before the images are read
         balancers = []
         for name, extractor in zip(names, extractors, strict=True):
             read = functools.partial(reference_groups, extractor, self.data, progress=self.progress)

@@ -368,7 +368,7 @@ def test_balance_read_is_fakes_or_samples_and_samples_only_unconditional() -> No
         build_config(balance_read="samples", balance_groups="brightness", conditional=True)
 
 
-def _pair(*members: Brightness, calibrated: bool = True) -> extractors.Ensemble:
+def _pair(*members: FeatureExtractor, calibrated: bool = True) -> extractors.Ensemble:
     """An ensemble of Brightness readers, its members calibrated each (as `dcgan extractor fit` makes them) or not."""
     pair = extractors.Ensemble(list(members))
     pair.name = "pair"
@@ -423,18 +423,22 @@ def test_a_run_balanced_by_the_lowest_member_resumes_to_the_same_weights(
     tmp_path: Path, reads: dict[str, FeatureExtractor]
 ) -> None:
     """The checkpoint at step 6 falls between two updates: it holds each member's counts since step 4."""
-    reads["pair"] = _pair(Brightness(), Brightness())
-    with torch.no_grad():
-        reads["pair"].members[1].scale.fill_(-1.0)  # type: ignore[union-attr]  # the second reads light as dark
+    reads["pair"] = _pair(Brightness(), Side())  # two readers that disagree unevenly
     flags = {"balance_groups": "pair", "balance_every": 4, "balance_by": "lowest-member"}
     states = _whole_and_resumed(tmp_path, 12, **flags)
     assert states[0] == states[1] and [step for step, _ in states[0]["history"]] == [4, 8]
+    assert any(abs(w - 1) > 0.05 for _, weights in states[0]["history"] for w in weights), "the readings steer"
     between = torch.load(tmp_path / "part" / "checkpoints" / "step-00000006.pt", weights_only=True)["balance"]
     assert len(between["member_counts"]) == 2 and sum(between["member_counts"][0]) > 0
     groups = Groups(("light", "dark"), torch.tensor([0, 1]), "labels")
     plain = JointBalance([GroupBalancer(reads["pair"], groups, name="pair", every=4)])
-    with pytest.raises(CheckpointError, match=r"counts 2 members' readings and this run counts 0; resume with the"):
+    with pytest.raises(CheckpointError, match=r"counts 2 members' readings and this run counts the classifier's own;"):
         plain.load_state_dict(between)
+    mean = torch.load(tmp_path / "part" / "checkpoints" / "step-00000006.pt", weights_only=True)["balance"]
+    mean["counts"], mean["member_counts"] = [3.0, 5.0], []
+    lowest = JointBalance([GroupBalancer(reads["pair"], groups, name="pair", every=4, by="lowest-member")])
+    with pytest.raises(CheckpointError, match=r"counts the classifier's own readings and this run counts 2 members'"):
+        lowest.load_state_dict(mean)
 
 
 def test_several_classifiers_are_given_once_each() -> None:

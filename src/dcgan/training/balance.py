@@ -41,7 +41,9 @@ classifiers disagree on G's ambiguous faces, and more between fits on different 
 fit: of one run's 10,000 samples (faces, seed 0, 2,790 steps), the steering ensemble read Indian faces at 0.85x, its
 five members alone at 0.71-0.81x, and five classifiers fitted on another split (the judges) at 0.57-0.63x. Steering
 the lowest reading raises a group until every member draws it; the weights settle where the groups' lowest readings
-are even (a group the members agree on gives way to one they do not).
+are even (a group the members agree on gives way to one they do not). The lowest shares do not add up to 1, so the
+coverage a run logs then is the lowest member's, at or below what the ensemble would read. The members read the same
+samples, so the lowest of them is low by their disagreement, not by five draws' worth of sampling noise.
 
 Which images an epoch draws depends only on the weights in force at its first step, and the weights' history is
 part of the training state: a resumed run, and every DDP rank, draws the same images.
@@ -104,6 +106,25 @@ def parse_balance_groups(text: str | None) -> list[str]:
     if twice is not None:
         raise ConfigError(f"--balance-groups names {twice!r} twice; give each classifier once.")
     return names
+
+
+def reads_members(extractor: FeatureExtractor, name: str, by: str) -> bool:
+    """Whether `--balance-by by` counts each member of `extractor` apart: "lowest-member" with an ensemble.
+
+    Raises:
+        ConfigError: "lowest-member" with an ensemble whose members were not calibrated each.
+    """
+    from dcgan.metrics.extractors import Ensemble
+
+    if by != "lowest-member" or not isinstance(extractor, Ensemble):
+        return False
+    if "members_calibrated" not in extractor.meta:
+        raise ConfigError(
+            f"--balance-by lowest-member reads each member of {name} alone, and its members were not calibrated each: "
+            "fit it again with `dcgan extractor fit ... --members N`, calibrated (the default on a folder, --calibrate "
+            "on a set with a test split; ensembles fitted before 2026-12-02 lack it)."
+        )
+    return True
 
 
 @dataclass
@@ -187,16 +208,9 @@ class GroupBalancer:
     def __init__(
         self, extractor: FeatureExtractor, groups: Groups, *, name: str, every: int, by: str = "ensemble"
     ) -> None:
-        from dcgan.metrics.extractors import Ensemble
-
         self.extractor, self.name = extractor, name
         #: Whether each member's reading is counted apart (`--balance-by lowest-member` with an ensemble).
-        self.by_member = by == "lowest-member" and isinstance(extractor, Ensemble)
-        if self.by_member and "members_calibrated" not in extractor.meta:
-            raise ConfigError(
-                f"--balance-by lowest-member reads each member of {name} alone, and its members were not calibrated "
-                "each (it was fitted before 2026-12-02): fit it again with `dcgan extractor fit ... --members N`."
-            )
+        self.by_member = reads_members(extractor, name, by)
         #: Steps between readings of the fake batch (at least one reading between two updates).
         self.observe_every = min(OBSERVE_EVERY, every)
         self.classes, self.source = groups.classes, groups.source
@@ -388,11 +402,15 @@ class JointBalance:
                 )
         for balancer, state in zip(self.balancers, restored, strict=True):
             readers = len(getattr(balancer.extractor, "members", ())) if balancer.by_member else 0
-            if state.member_counts and len(state.member_counts) != readers:
+            if state.member_counts:  # counts between two updates, read under the --balance-by it was saved with
+                held, clash = f"{len(state.member_counts)} members' readings", len(state.member_counts) != readers
+            else:
+                held, clash = "the classifier's own readings", bool(state.counts) and readers > 0
+            if clash:
+                runs = f"{readers} members' readings" if readers else "the classifier's own"
                 raise CheckpointError(
-                    f"The checkpoint's --balance-groups state for {balancer.name} counts {len(state.member_counts)} "
-                    f"members' readings and this run counts {readers}; resume with the run's own --balance-groups "
-                    "and --balance-by, or start a new --out."
+                    f"The checkpoint's --balance-groups state for {balancer.name} counts {held} and this run counts "
+                    f"{runs}; resume with the run's own --balance-groups and --balance-by, or start a new --out."
                 )
         for balancer, state in zip(self.balancers, restored, strict=True):
             balancer.state = state
