@@ -22,8 +22,9 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 EVAL_METRICS = ("fid", "kid", "is")
 #: What `--balance-groups` reads: the fakes of the training steps, or samples of the sampling copy of G.
 BALANCE_READS = ("fakes", "samples")
-#: Whose reading `--balance-groups` counts: the classifier's own, or each group's lowest among an ensemble's members.
-BALANCE_BYS = ("ensemble", "lowest-member")
+#: Whose reading `--balance-groups` counts: the classifier's own, or each group's lowest among an ensemble's members
+#: (and, "lowest-reader", their mean).
+BALANCE_BYS = ("ensemble", "lowest-member", "lowest-reader")
 #: Fields that fix the shape of G and D: a checkpoint only resumes into a config that agrees on these.
 ARCHITECTURE_FIELDS = ("image_size", "channels", "nz", "ngf", "ndf")
 
@@ -92,8 +93,8 @@ class TrainConfig:
     # What the classifiers read (dcgan.training.balance): "fakes", the batch G draws for D every 8th step, or
     # "samples", what sampling draws (G's sampling copy, the mixture's snapshots) every `snapshot_every` steps.
     balance_read: str = "fakes"
-    # Whose reading counts (dcgan.training.balance): "ensemble", the classifier's own, or "lowest-member", each group's
-    # share as the member of an ensemble that reads it lowest.
+    # Whose reading counts (dcgan.training.balance): "ensemble", the classifier's own; "lowest-member", each group's
+    # share as the member of an ensemble that reads it lowest; "lowest-reader", the lowest of the members and their mean.
     balance_by: str = "ensemble"
     # Sampling and evaluation draw from a mixture of G's newest `snapshots` snapshots, taken every `snapshot_every`
     # steps in the last quarter of the run (1: the checkpoint's G alone). G keeps moving its samples between the

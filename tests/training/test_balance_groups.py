@@ -1,7 +1,8 @@
 """`--balance-groups`: a group G draws too rarely is drawn more often from the next epoch on, by as much as the
 readings say; several classifiers each steer their own groups, an image weighing the product of its groups'
 weights; with --balance-read samples they read what sampling draws instead of the training fakes; with --balance-by
-lowest-member each group counts as the member of an ensemble that reads it lowest; the weights are part of the
+lowest-member each group counts as the member of an ensemble that reads it lowest (lowest-reader: the lowest of the
+members and their mean); the weights are part of the
 training state (a resumed run equals an uninterrupted one); a bad extractor or a clash with
 --class-weights is one sentence."""
 
@@ -409,36 +410,78 @@ def test_by_lowest_member_a_group_counts_at_the_share_the_member_reading_it_lowe
     assert not single.by_member and single.state.counts == [4.0, 4.0], "one classifier is its own lowest member"
 
 
+def test_by_lowest_reader_a_group_the_members_mean_reads_low_gains_weight_though_every_member_reads_it() -> None:
+    """Each member reads half the fakes dark, each a different half, and is sure only of its light readings; by their
+    mean probability (calibrated to lean light) every fake is light. The lowest member sees dark at half, the
+    lowest reader, counting the mean too, at none."""
+    groups = Groups(("light", "dark"), torch.tensor([0, 1] * 8), "labels")
+    inverted = Brightness()
+    with torch.no_grad():
+        inverted.scale.fill_(-1.0)  # reads the dark images dark, Brightness the bright ones
+    pair = _pair(Brightness(), inverted)
+    pair.offsets.copy_(torch.tensor([0.0, -0.5]))  # the mean's own calibration, which the members' rows do not take
+    rows = pair.member_logits(_half_dark(), with_mean=True)
+    assert rows.shape == (3, 8, 2)
+    own = pair.extract(_half_dark(), logits=True).logits
+    assert own is not None and torch.allclose(rows[-1], own, atol=1e-5), "the last row is the ensemble's own reading"
+    assert torch.equal(rows[:2], pair.member_logits(_half_dark()))
+    member = GroupBalancer(pair, groups, name="pair", every=4, by="lowest-member")
+    reader = GroupBalancer(pair, groups, name="pair", every=4, by="lowest-reader")
+    assert (member.readers, reader.readers) == (2, 3)
+    for balancer in (member, reader):
+        balancer.observe(_half_dark())
+    assert reader.state.member_counts == [[4.0, 4.0], [4.0, 4.0], [8.0, 0.0]]
+    assert "(each group's share as the lowest of the ensemble's members and their mean)" in reader.describe(4)
+    by_member, by_reader = member.update(4), reader.update(4)
+    assert by_member is not None and by_reader is not None
+    assert by_member[0] == [0.5, 0.5] and by_member[1] == pytest.approx([1.0, 1.0])
+    assert by_reader[0] == [0.5, 0.0] and by_reader[1][1] > 1.8 and reader.state.member_counts == []
+    single = GroupBalancer(Brightness(), groups, name="brightness", every=4, by="lowest-reader")
+    single.observe(_half_dark())
+    assert single.readers == 0 and single.state.counts == [4.0, 4.0], "one classifier is its own lowest reader"
+
+
 def test_lowest_member_needs_members_calibrated_each() -> None:
     groups = Groups(("light", "dark"), torch.tensor([0, 1]), "labels")
     with pytest.raises(ConfigError, match=r"^--balance-by lowest-member reads each member of pair alone, and its "):
         GroupBalancer(_pair(Brightness(), Brightness(), calibrated=False), groups, name="pair", every=4,
                       by="lowest-member")  # fmt: skip
     assert build_config(None).balance_by == "ensemble"
-    with pytest.raises(ConfigError, match=r"^--balance-by must be one of ensemble, lowest-member, got 'min'\.$"):
+    with pytest.raises(ConfigError, match=r"^--balance-by lowest-reader reads each member of pair alone, and its "):
+        GroupBalancer(_pair(Brightness(), Brightness(), calibrated=False), groups, name="pair", every=4,
+                      by="lowest-reader")  # fmt: skip
+    with pytest.raises(ConfigError, match=r"^--balance-by must be one of ensemble, lowest-member, lowest-reader, got "):
         build_config(balance_by="min")
 
 
+@pytest.mark.parametrize(("by", "rows"), [("lowest-member", 2), ("lowest-reader", 3)])
 def test_a_run_balanced_by_the_lowest_member_resumes_to_the_same_weights(
-    tmp_path: Path, reads: dict[str, FeatureExtractor]
+    tmp_path: Path, reads: dict[str, FeatureExtractor], by: str, rows: int
 ) -> None:
-    """The checkpoint at step 6 falls between two updates: it holds each member's counts since step 4."""
+    """The checkpoint at step 6 falls between two updates: it holds each member's counts since step 4 (and with
+    lowest-reader, their mean's)."""
     reads["pair"] = _pair(Brightness(), Side())  # two readers that disagree unevenly
-    flags = {"balance_groups": "pair", "balance_every": 4, "balance_by": "lowest-member"}
+    flags = {"balance_groups": "pair", "balance_every": 4, "balance_by": by}
     states = _whole_and_resumed(tmp_path, 12, **flags)
     assert states[0] == states[1] and [step for step, _ in states[0]["history"]] == [4, 8]
     assert any(abs(w - 1) > 0.05 for _, weights in states[0]["history"] for w in weights), "the readings steer"
     between = torch.load(tmp_path / "part" / "checkpoints" / "step-00000006.pt", weights_only=True)["balance"]
-    assert len(between["member_counts"]) == 2 and sum(between["member_counts"][0]) > 0
+    assert len(between["member_counts"]) == rows and sum(between["member_counts"][-1]) > 0
     groups = Groups(("light", "dark"), torch.tensor([0, 1]), "labels")
     plain = JointBalance([GroupBalancer(reads["pair"], groups, name="pair", every=4)])
-    with pytest.raises(CheckpointError, match=r"counts 2 members' readings and this run counts the classifier's own;"):
+    with pytest.raises(CheckpointError, match=rf"counts {rows} readers' readings apart and this run counts the "):
         plain.load_state_dict(between)
     mean = torch.load(tmp_path / "part" / "checkpoints" / "step-00000006.pt", weights_only=True)["balance"]
     mean["counts"], mean["member_counts"] = [3.0, 5.0], []
-    lowest = JointBalance([GroupBalancer(reads["pair"], groups, name="pair", every=4, by="lowest-member")])
-    with pytest.raises(CheckpointError, match=r"counts the classifier's own readings and this run counts 2 members'"):
+    lowest = JointBalance([GroupBalancer(reads["pair"], groups, name="pair", every=4, by=by)])
+    with pytest.raises(CheckpointError, match=rf"counts the classifier's own readings and this run counts {rows} rea"):
         lowest.load_state_dict(mean)
+    other = "lowest-member" if by == "lowest-reader" else "lowest-reader"
+    switched = JointBalance([GroupBalancer(reads["pair"], groups, name="pair", every=4, by=other)])
+    with pytest.raises(
+        CheckpointError, match=rf"counts {rows} readers' readings apart and this run counts {5 - rows} "
+    ):
+        switched.load_state_dict(between)
 
 
 def test_several_classifiers_are_given_once_each() -> None:

@@ -124,7 +124,8 @@ CONFIG_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
         {
             "choices": BALANCE_BYS,
             "help": "whose reading --balance-groups counts: the classifier's (ensemble, the default: an ensemble's "
-            "mean) or, for an ensemble, each group's share as the member that reads it lowest (lowest-member)",
+            "mean) or, for an ensemble, each group's share as the member that reads it lowest (lowest-member), or the "
+            "lowest of the members and their mean (lowest-reader)",
         },
     ),
     "--max-nan-retries": ("max_nan_retries", {"type": non_negative_int, "help": "rollbacks on NaN before giving up"}),

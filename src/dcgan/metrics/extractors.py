@@ -127,14 +127,21 @@ class Ensemble(FeatureExtractor):
         return torch.cat([features for features, _ in outputs], dim=1), mean + self.offsets
 
     @torch.no_grad()
-    def member_logits(self, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    def member_logits(self, images: torch.Tensor, batch_size: int = 500, *, with_mean: bool = False) -> torch.Tensor:
         """(members, N, classes): each member's logits of `images` (as `extract` takes them) plus its own
-        calibration offsets, so each member's top classes read held-out images in their labelled shares."""
+        calibration offsets, so each member's top classes read held-out images in their labelled shares.
+
+        `with_mean`: one row more, the ensemble's own logits (what `extract` gives), from the same members' pass.
+        """
         read = [
             cast(FeatureExtractor, m).extract(images, batch_size=batch_size, logits=True).logits for m in self.members
         ]
-        logits = torch.stack([cast(torch.Tensor, r).float() for r in read])
-        return logits + self.member_offsets.to(logits)[:, None]
+        raw = torch.stack([cast(torch.Tensor, r).float() for r in read])
+        logits = raw + self.member_offsets.to(raw)[:, None]
+        if not with_mean:
+            return logits
+        mean = torch.logsumexp(torch.log_softmax(raw, dim=2), dim=0) - math.log(len(raw)) + self.offsets.to(raw)
+        return torch.cat([logits, mean[None]])
 
 
 def class_names(extractor: FeatureExtractor) -> tuple[str, ...] | None:

@@ -45,6 +45,14 @@ are even (a group the members agree on gives way to one they do not). The lowest
 coverage a run logs then is the lowest member's, at or below what the ensemble would read. The members read the same
 samples, so the lowest of them is low by their disagreement, not by five draws' worth of sampling noise.
 
+"lowest-reader" counts the ensemble's own reading beside its members' and takes each group's lowest of them. The
+members' mean is not the mean of their counts: a face that one member files as black and the others as Indian is
+counted black by one member in five, and by their mean probability not at all (nor after the mean's own
+calibration offsets). Steered by the lowest member
+(faces, seed 0, 2,851 steps), black faces fell to 0.67x by the steering ensemble's mean while each of its members read
+them at 0.83-1.27x (the judges: 0.68x, members 0.75-1.11x), so the lowest member never saw them drop; Indian faces
+had gone the other way. Counting both, a group gains weight when any of the six readers reads it low.
+
 Which images an epoch draws depends only on the weights in force at its first step, and the weights' history is
 part of the training state: a resumed run, and every DDP rank, draws the same images.
 """
@@ -108,19 +116,24 @@ def parse_balance_groups(text: str | None) -> list[str]:
     return names
 
 
+#: The `--balance-by` values that read each member of an ensemble apart.
+BY_MEMBERS = ("lowest-member", "lowest-reader")
+
+
 def reads_members(extractor: FeatureExtractor, name: str, by: str) -> bool:
-    """Whether `--balance-by by` counts each member of `extractor` apart: "lowest-member" with an ensemble.
+    """Whether `--balance-by by` counts each member of `extractor` apart: "lowest-member" or "lowest-reader" with an
+    ensemble.
 
     Raises:
-        ConfigError: "lowest-member" with an ensemble whose members were not calibrated each.
+        ConfigError: either with an ensemble whose members were not calibrated each.
     """
     from dcgan.metrics.extractors import Ensemble
 
-    if by != "lowest-member" or not isinstance(extractor, Ensemble):
+    if by not in BY_MEMBERS or not isinstance(extractor, Ensemble):
         return False
     if "members_calibrated" not in extractor.meta:
         raise ConfigError(
-            f"--balance-by lowest-member reads each member of {name} alone, and its members were not calibrated each: "
+            f"--balance-by {by} reads each member of {name} alone, and its members were not calibrated each: "
             "fit it again with `dcgan extractor fit ... --members N`, calibrated (the default on a folder, --calibrate "
             "on a set with a test split; ensembles fitted before 2026-12-02 lack it)."
         )
@@ -135,12 +148,14 @@ class BalanceState:
         history: (step, per-group weights) pairs in step order: the weights in force for an epoch are the last
             ones set at or before its first step (none: every weight 1).
         counts: how many fakes the classifier read as each group since the last update (empty: none yet).
-        member_counts: the same for each member of an ensemble, with `--balance-by lowest-member`.
+        member_counts: the same for each member of an ensemble, with `--balance-by lowest-member` (and a last row
+            for the ensemble's own reading with "lowest-reader").
     """
 
     history: list[tuple[int, list[float]]] = field(default_factory=list)
     counts: list[float] = field(default_factory=list)
-    #: `--balance-by lowest-member`: each member's counts since the last update, one row per member (else empty).
+    #: `--balance-by lowest-member`: each member's counts since the last update, one row per member (else empty);
+    #: "lowest-reader": the ensemble's own counts in a last row.
     member_counts: list[list[float]] = field(default_factory=list)
 
     def weights_at(self, step: int, groups: int) -> list[float]:
@@ -198,11 +213,12 @@ class GroupBalancer:
         groups: the training images' groups under its classes (`reference_groups`: labels, names or its reading).
         name: the extractor's name as the user gave it, for messages.
         every: steps between updates; the fakes are read every OBSERVE_EVERY steps, or at each update's if fewer.
-        by: "ensemble" or "lowest-member" (module docstring; a single classifier is its own lowest member).
+        by: "ensemble", "lowest-member" or "lowest-reader" (module docstring; a single classifier is its own lowest
+            member and reader).
 
     Raises:
-        ConfigError: no training image has a group; "lowest-member" with an ensemble whose members are not
-            calibrated each.
+        ConfigError: no training image has a group; "lowest-member" or "lowest-reader" with an ensemble whose members
+            are not calibrated each.
     """
 
     def __init__(
@@ -211,6 +227,10 @@ class GroupBalancer:
         self.extractor, self.name = extractor, name
         #: Whether each member's reading is counted apart (`--balance-by lowest-member` with an ensemble).
         self.by_member = reads_members(extractor, name, by)
+        #: Whether the ensemble's own reading is counted beside its members' ("lowest-reader").
+        self.with_mean = self.by_member and by == "lowest-reader"
+        #: Rows of `BalanceState.member_counts`: the readers counted apart (0: the classifier's own, in `counts`).
+        self.readers = len(getattr(extractor, "members", ())) + self.with_mean if self.by_member else 0
         #: Steps between readings of the fake batch (at least one reading between two updates).
         self.observe_every = min(OBSERVE_EVERY, every)
         self.classes, self.source = groups.classes, groups.source
@@ -234,7 +254,8 @@ class GroupBalancer:
         """Add the classifier's reading of `fakes` (G's output as uint8 images on the host) to the counts."""
         count = len(self.classes)
         if self.by_member:
-            per_member = cast("Ensemble", self.extractor).member_logits(fakes, batch_size=len(fakes)).cpu()
+            ensemble = cast("Ensemble", self.extractor)
+            per_member = ensemble.member_logits(fakes, batch_size=len(fakes), with_mean=self.with_mean).cpu()
             read = torch.stack([torch.bincount(m.argmax(1), minlength=count)[:count] for m in per_member]).double()
             before = torch.tensor(self.state.member_counts or torch.zeros_like(read).tolist(), dtype=torch.float64)
             self.state.member_counts = (before + read).tolist()
@@ -251,7 +272,7 @@ class GroupBalancer:
 
         Only the process that reads calls this; every process then puts the weights in force with `apply`.
         """
-        if self.by_member:  # each group's share as the member that reads it lowest counts it
+        if self.by_member:  # each group's share as the member (or "lowest-reader": the reader) reading it lowest
             if not self.state.member_counts or sum(self.state.member_counts[0]) == 0:
                 return None
             counts = torch.tensor(self.state.member_counts, dtype=torch.float64)
@@ -273,7 +294,11 @@ class GroupBalancer:
         """The line a run prints when it starts: what is read (`read`), how often, and each group's share of the
         images."""
         parts = ", ".join(f"{n} {100 * float(t):.1f}%" for n, t in zip(self.classes, self.share, strict=True))
-        whose = " (each group's share as the member of the ensemble that reads it lowest)" if self.by_member else ""
+        whose = ""
+        if self.by_member:
+            whose = " (each group's share as the member of the ensemble that reads it lowest)"
+        if self.with_mean:
+            whose = " (each group's share as the lowest of the ensemble's members and their mean)"
         line = (
             f"--balance-groups {self.name}: every {every} steps, the groups of {read}{whose} set each group's "
             f"draw weight (groups from {self.source}; their shares of the images: {parts})."
@@ -401,13 +426,13 @@ class JointBalance:
                     "or start a new --out."
                 )
         for balancer, state in zip(self.balancers, restored, strict=True):
-            readers = len(getattr(balancer.extractor, "members", ())) if balancer.by_member else 0
+            readers = balancer.readers
             if state.member_counts:  # counts between two updates, read under the --balance-by it was saved with
-                held, clash = f"{len(state.member_counts)} members' readings", len(state.member_counts) != readers
+                held, clash = f"{len(state.member_counts)} readers' readings apart", len(state.member_counts) != readers
             else:
                 held, clash = "the classifier's own readings", bool(state.counts) and readers > 0
             if clash:
-                runs = f"{readers} members' readings" if readers else "the classifier's own"
+                runs = f"{readers} readers' readings apart" if readers else "the classifier's own"
                 raise CheckpointError(
                     f"The checkpoint's --balance-groups state for {balancer.name} counts {held} and this run counts "
                     f"{runs}; resume with the run's own --balance-groups and --balance-by, or start a new --out."
