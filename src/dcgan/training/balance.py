@@ -47,11 +47,11 @@ samples, so the lowest of them is low by their disagreement, not by five draws' 
 
 "lowest-reader" counts the ensemble's own reading beside its members' and takes each group's lowest of them. The
 members' mean is not the mean of their counts: a face that one member files as black and the others as Indian is
-counted black by one member in five, and by their mean probability not at all (nor after the mean's own
-calibration offsets). Steered by the lowest member
-(faces, seed 0, 2,851 steps), black faces fell to 0.67x by the steering ensemble's mean while each of its members read
-them at 0.83-1.27x (the judges: 0.68x, members 0.75-1.11x), so the lowest member never saw them drop; Indian faces
-had gone the other way. Counting both, a group gains weight when any of the six readers reads it low.
+counted black by one member in five, and by their mean probability not at all (nor after the mean's own calibration
+offsets). Steered by the lowest member (faces, seed 0, 2,851 steps), black faces fell to 0.67x by the steering
+ensemble's mean while each of its members read them at 0.83-1.27x (the judges: 0.68x, members 0.75-1.11x), so the
+lowest member never saw them drop; Indian faces had gone the other way. Counting both, a group gains weight when any
+of the six readers reads it low.
 
 Which images an epoch draws depends only on the weights in force at its first step, and the weights' history is
 part of the training state: a resumed run, and every DDP rank, draws the same images.
