@@ -147,8 +147,13 @@ def _subpixel_product(xh: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     # weight[c, o, 2a + p, 2a' + q] at row (t, t', c) = (1 - a, 1 - a', c), column (p, q, o)
     kernel = weight.reshape(c, o, 2, 2, 2, 2).flip(2, 4).permute(2, 4, 0, 3, 5, 1).reshape(4 * c, 4 * o)
     phases = (windows.reshape(-1, 4 * c) @ kernel).view(b, h + 1, w + 1, 2, 2, o)
-    full = phases.permute(0, 1, 3, 2, 4, 5).reshape(b, 2 * h + 2, 2 * w + 2, o)
-    return full[:, 1:-1, 1:-1].contiguous()
+    # padded row 2u + p is output row 2u + p - 1: even output rows are phase 1 of windows 0..h-1, odd rows phase 0
+    # of windows 1..h (likewise columns), so each output phase is one copy of a slice, the border never written
+    y = torch.empty(b, h, 2, w, 2, o, dtype=phases.dtype, device=phases.device)
+    for p in (0, 1):
+        for q in (0, 1):
+            y[:, :, p, :, q].copy_(phases[:, p : h + p, q : w + q, 1 - p, 1 - q])
+    return y.view(b, 2 * h, 2 * w, o)
 
 
 class _ConvS2(torch.autograd.Function):
