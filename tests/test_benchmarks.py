@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -53,6 +54,25 @@ def test_train_speed_workers_report_their_own_peak_memory() -> None:
     code = "import sys; sys.path.insert(0, sys.argv[1]); from train_speed import peak_mb; print(peak_mb())"
     out = subprocess.run([sys.executable, "-c", code, str(BENCHMARKS)], capture_output=True, text=True, check=True)
     assert held.sum() > 0 and 0 < float(out.stdout) < 1024, out.stdout
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_matmul_peak_times_the_same_product_in_both_libraries(
+    monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype
+) -> None:
+    """The peak the speed tables divide by is the best of MKL's product and oneDNN's 1x1 convolution: both must
+    compute a @ b (and nothing cheaper), and the peak reports a rate for each."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from peak import PRODUCTS, product_rates
+
+    a, b = torch.randn(96, 80).to(dtype), torch.randn(80, 48).to(dtype)
+    exact = a.double() @ b.double()
+    for name, prepare in PRODUCTS.items():
+        product = prepare(a, b)()
+        assert product.shape == (96, 48), name
+        torch.testing.assert_close(product.double(), exact, rtol=0.02, atol=0.1 if dtype == torch.bfloat16 else 1e-4)
+    rates = product_rates(dtype, 256, 256, 256, repeats=1)
+    assert set(rates) == set(PRODUCTS) and all(rate > 0 for rate in rates.values())
 
 
 @pytest.mark.slow
